@@ -1,0 +1,3 @@
+#ifndef KT_CORE_admin_H
+#define KT_CORE_admin_H
+#endif

@@ -1,0 +1,3 @@
+#ifndef KT_CORE_module_H
+#define KT_CORE_module_H
+#endif
