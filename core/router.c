@@ -337,7 +337,10 @@ static bool bounceable(const struct kt_stanza *st)
     return kt_stanza_kind(st) != KT_KIND_OTHER && kt_stanza_type(st) != KT_TYPE_ERROR;
 }
 
-void kt_router_dispatch(struct kt_router *r, struct kt_stanza *st)
+/* trusted: st is a bounce built here. Its classification fault can only be
+ * inherited from the stanza it answers (an iq without id gives an error
+ * without id), and the sender should still get it. */
+static void dispatch(struct kt_router *r, struct kt_stanza *st, bool trusted)
 {
     kt_assert(r != NULL && st != NULL);
     kt_assert(r->frozen);
@@ -347,7 +350,7 @@ void kt_router_dispatch(struct kt_router *r, struct kt_stanza *st)
      * to/from may be missing). A faulty error stanza is dropped rather than
      * routed on a guess. */
     enum kt_stanza_err fault = kt_stanza_fault(st);
-    if (fault != KT_SE_NONE) {
+    if (fault != KT_SE_NONE && !trusted) {
         if (bounceable(st))
             kt_router_bounce(r, st, fault, NULL);
         else
@@ -381,6 +384,11 @@ void kt_router_dispatch(struct kt_router *r, struct kt_stanza *st)
     drop(r, st, matched ? "not handled" : "no route");
 }
 
+void kt_router_dispatch(struct kt_router *r, struct kt_stanza *st)
+{
+    dispatch(r, st, false);
+}
+
 void kt_router_bounce(struct kt_router *r, const struct kt_stanza *st, enum kt_stanza_err err,
                       const char *text)
 {
@@ -405,7 +413,7 @@ void kt_router_bounce(struct kt_router *r, const struct kt_stanza *st, enum kt_s
     kt_log(KT_LOG_DEBUG, "router: bouncing <%s/> to %s: %s", kt_stanza_name(st),
            kt_stanza_from(st)->full, kt_stanza_err_name(err));
     bounce_depth++;
-    kt_router_dispatch(r, reply);
+    dispatch(r, reply, true);
     bounce_depth--;
     kt_stanza_unref(&reply);
 }
