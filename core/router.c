@@ -361,12 +361,19 @@ static void dispatch(struct kt_router *r, struct kt_stanza *st, bool trusted)
     if (kt_router_run_hooks(r, KT_HOOK_IN, st) == KT_HANDLED)
         return;
 
-    const char *domain = stanza_domain(st);
-    if (!domain) {
+    const char *jd = stanza_domain(st);
+    if (!jd) {
         /* No from either: there is nobody to bounce to. */
         drop(r, st, "no address to route on");
         return;
     }
+    /* A copy: a handler holding the only reference may rewrite to/from
+     * (kt_stanza_set_to) and still pass the stanza on, which would free the
+     * JID under our feet. JID parts are bounded, so the stack will do. */
+    char domain[KT_JID_PART_MAX + 1];
+    size_t dlen = strlen(jd);
+    kt_assert(dlen <= KT_JID_PART_MAX);
+    memcpy(domain, jd, dlen + 1);
 
     bool matched;
     if (route_stanza(r, st, domain, &matched) == KT_HANDLED)
