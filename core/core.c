@@ -38,7 +38,8 @@ static const struct kt_setting core_settings[] = {
 static const struct kt_setting tls_settings[] = {
     KT_SET_STR("certificate", struct kt_tls_settings, certificate, "",
                "PEM certificate chain of this node (empty: no TLS)"),
-    KT_SET_STR("key", struct kt_tls_settings, key, "", "PEM private key"),
+    KT_SET_STR("key", struct kt_tls_settings, key, "",
+               "PEM private key (empty: read it from the certificate file)"),
     KT_SET_END,
 };
 
@@ -95,8 +96,10 @@ void kt_server_conf_free(struct kt_server_conf *sc)
 
 void kt_server_conf_describe(struct kt_buf *out)
 {
-    for (unsigned i = 0; i < KT_ARRAY_SIZE(core_groups); i++)
+    for (unsigned i = 0; i < KT_ARRAY_SIZE(core_groups); i++) {
+        kt_buf_printf(out, "%s### %s\n\n", i ? "\n" : "", core_groups[i].name);
         kt_settings_describe(core_groups[i].table, core_groups[i].name, out);
+    }
 }
 
 struct kt_loop *kt_core_next_loop(struct kt_core *core)

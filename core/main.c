@@ -41,13 +41,32 @@ static void usage(FILE *out)
                  "  -c, --config FILE  configuration (default " DEFAULT_CONFIG ")\n"
                  "  -t, --test         check the configuration and modules, then exit\n"
                  "  -f, --foreground   do not daemonise\n"
-                 "      --version      print version and module ABI\n");
+                 "      --version      print version and module ABI\n"
+                 "      --settings     print the settings reference of the core and of the\n"
+                 "                     modules the configuration loads, then exit\n");
 }
 
 static void *loop_thread(void *arg)
 {
     kt_loop_run(arg);
     return NULL;
+}
+
+/* The settings reference (docs/configuration.md is generated from this). */
+static void print_settings(const struct kt_modules *mods)
+{
+    struct kt_buf out = {0};
+    kt_server_conf_describe(&out);
+    for (unsigned i = 0; i < kt_modules_count(mods); i++) {
+        const struct kt_module *m = kt_modules_get(mods, i);
+        kt_buf_printf(&out, "\n### %s\n\n", m->name);
+        if (m->settings)
+            kt_settings_describe(m->settings, m->name, &out);
+        else
+            kt_buf_puts(&out, "No settings.\n");
+    }
+    fwrite(out.data, 1, out.len, stdout);
+    kt_buf_free(&out);
 }
 
 static struct kt_tls *load_tls(const struct kt_server_conf *sc, char *err, size_t errlen)
@@ -139,10 +158,11 @@ int main(int argc, char **argv)
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'}, {"test", no_argument, NULL, 't'},
         {"foreground", no_argument, NULL, 'f'},   {"version", no_argument, NULL, 'V'},
-        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
+        {"help", no_argument, NULL, 'h'},         {"settings", no_argument, NULL, 'S'},
+        {NULL, 0, NULL, 0},
     };
     const char *path = DEFAULT_CONFIG;
-    bool test = false, foreground = false;
+    bool test = false, foreground = false, settings = false;
     int c;
     while ((c = getopt_long(argc, argv, "c:tfh", opts, NULL)) != -1) {
         switch (c) {
@@ -151,6 +171,7 @@ int main(int argc, char **argv)
         case 'f': foreground = true; break;
         case 'V': printf("kontalkd %s (module ABI %d)\n", PACKAGE_VERSION, KT_MODULE_ABI); return 0;
         case 'h': usage(stdout); return 0;
+        case 'S': settings = true; break;
         default: usage(stderr); return 1;
         }
     }
@@ -177,6 +198,11 @@ int main(int argc, char **argv)
     if (!mods) {
         fprintf(stderr, "kontalkd: %s\n", err);
         goto out_conf;
+    }
+    if (settings) {
+        print_settings(mods);
+        status = 0;
+        goto out;
     }
     srv.core.tls = load_tls(&sc, err, sizeof(err));
     if (*sc.tls.certificate && !srv.core.tls) {
