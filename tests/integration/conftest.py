@@ -1,0 +1,92 @@
+"""Fixtures shared by the integration tests.
+
+One private MariaDB server serves the whole session; every node gets its own
+database (kt_1, kt_2, ...), so tests do not see each other's data.  A test that
+stops MariaDB on purpose asks for `private_mariadb` instead.  Everything a test
+starts is stopped by PID in teardown, whether the test passed or not.
+"""
+
+import itertools
+import os
+import tempfile
+
+import pytest
+
+from kt.mariadb import MariaDB
+from kt.node import Node, make_cert, kontalkd_path, kontalkctl_path
+
+_db_counter = itertools.count(1)
+
+
+def _new_server():
+    # mkdtemp under /tmp keeps the socket path short (unix sockets: 107 bytes).
+    return MariaDB(tempfile.mkdtemp(prefix="kt-db-"))
+
+
+@pytest.fixture(scope="session")
+def binaries():
+    for path in (kontalkd_path(), kontalkctl_path()):
+        if not os.access(path, os.X_OK):
+            pytest.fail("%s not built (is top_builddir set? run through `make check`)" % path)
+    return kontalkd_path(), kontalkctl_path()
+
+
+@pytest.fixture(scope="session")
+def mariadb():
+    server = _new_server()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.destroy()
+
+
+@pytest.fixture
+def private_mariadb():
+    """A server of the test's own, for tests that stop and restart MariaDB."""
+    server = _new_server()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.destroy()
+
+
+@pytest.fixture(scope="session")
+def certs(tmp_path_factory):
+    return make_cert(str(tmp_path_factory.mktemp("certs")))
+
+
+@pytest.fixture
+def make_node(binaries, mariadb, certs, tmp_path):
+    """Factory: make_node(db=None, **config_args) -> Node with a fresh, empty database."""
+    made = []
+
+    def make(db=None, **config_args):
+        server = db or mariadb
+        name = "kt_%d" % next(_db_counter)
+        server.create_database(name, "kontalk", "kontalk")
+        node = Node(str(tmp_path / ("node%d" % len(made))), server, name, certs[0], certs[1],
+                    **config_args)
+        made.append(node)
+        return node
+
+    yield make
+    for node in made:
+        node.kill()
+        if node.db.pid() is not None:
+            node.db.drop_database(node.db_name)
+
+
+@pytest.fixture
+def node(make_node):
+    """A node with a fresh database, neither initialised nor started."""
+    return make_node()
+
+
+@pytest.fixture
+def running_node(node):
+    """A node with its schema created and kontalkd started."""
+    node.init_db()
+    node.start()
+    return node
