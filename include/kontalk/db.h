@@ -61,6 +61,9 @@ KT_API int kt_db_query(struct kt_db *db, const char *sql, const struct kt_db_par
 /* Runs a plain SQL text (no parameters, no result), e.g. DDL from migrations. */
 KT_API int kt_db_exec_text(struct kt_db *db, const char *sql);
 KT_API const char *kt_db_error(const struct kt_db *db);
+/* MariaDB error number of the last failed call (1062 duplicate key, 1146 no
+ * such table...), 0 after a success or for errors not from the server. */
+KT_API unsigned kt_db_errno(const struct kt_db *db);
 KT_API int kt_db_begin(struct kt_db *db);
 KT_API int kt_db_commit(struct kt_db *db);
 KT_API int kt_db_rollback(struct kt_db *db);
