@@ -275,7 +275,10 @@ static void db_mark_up(struct kt_db *db)
 {
     bool was_up = atomic_exchange(&db_up, true);
 
-    if (db->ever_connected) {
+    /* A handle that saw a failure (lost, or never got, its connection)
+     * counts a reconnect, so an outage first noticed by a fresh worker
+     * shows in the status too. */
+    if (db->ever_connected || db->outage_logged) {
         atomic_fetch_add(&db_reconnect_count, 1);
         if (!was_up)
             kt_log(KT_LOG_NOTICE, "database connection restored");

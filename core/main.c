@@ -69,16 +69,18 @@ static void print_settings(const struct kt_modules *mods)
     kt_buf_free(&out);
 }
 
-static struct kt_tls *load_tls(const struct kt_server_conf *sc, char *err, size_t errlen)
+/* tc must outlive the returned object (reloads read it again). */
+static struct kt_tls *load_tls(const struct kt_server_conf *sc, struct kt_tls_conf *tc, char *err,
+                               size_t errlen)
 {
     if (!*sc->tls.certificate)
         return NULL;
-    struct kt_tls_conf tc = {
+    *tc = (struct kt_tls_conf){
         .certificate = sc->tls.certificate,
         .key = *sc->tls.key ? sc->tls.key : sc->tls.certificate,
         .request_client_cert = true,
     };
-    return kt_tls_new(&tc, err, errlen);
+    return kt_tls_new(tc, err, errlen);
 }
 
 /* The schema must be exactly the one this binary was built for. */
@@ -183,6 +185,7 @@ int main(int argc, char **argv)
     char err[1024];
     int status = 1;
     struct kt_server_conf sc;
+    struct kt_tls_conf tls_conf;
     struct kt_server srv = {0};
     struct kt_modules *mods = NULL;
     struct kt_admin *admin = NULL;
@@ -204,7 +207,7 @@ int main(int argc, char **argv)
         status = 0;
         goto out;
     }
-    srv.core.tls = load_tls(&sc, err, sizeof(err));
+    srv.core.tls = load_tls(&sc, &tls_conf, err, sizeof(err));
     if (*sc.tls.certificate && !srv.core.tls) {
         fprintf(stderr, "kontalkd: %s\n", err);
         goto out;
