@@ -9,6 +9,10 @@
 #include "buf.h"
 
 #define KT_NS_XML "http://www.w3.org/XML/1998/namespace"
+/* Namespace of namespace declarations. The stream parser reports the
+ * header's declarations as attributes in it ("xmlns" for the default one,
+ * the prefix otherwise); the serialiser never writes such attributes. */
+#define KT_NS_XMLNS "http://www.w3.org/2000/xmlns/"
 
 struct kt_xml_attr {
     char *name;  /* local name */

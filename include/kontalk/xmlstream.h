@@ -21,7 +21,10 @@ struct kt_xmlstream_limits {
 
 struct kt_xmlstream_callbacks {
     /* The stream header: an element (no children) with the header's name,
-     * namespace and attributes. Borrowed for the call. */
+     * namespace and attributes. Its namespace declarations appear as
+     * attributes in KT_NS_XMLNS: kt_xml_attr_ns(h, KT_NS_XMLNS, "xmlns") is
+     * the default namespace (jabber:client, jabber:server). Borrowed for
+     * the call. */
     void (*open)(void *data, const struct kt_xml *header);
     /* A complete depth-2 element; the callee owns it (kt_xml_free). */
     void (*element)(void *data, struct kt_xml *el);
