@@ -57,6 +57,9 @@
  * big read is caught before libxml2 buffers all of it. */
 #define FEED_SLICE 4096
 
+/* Bytes of names a stream may intern (see start_parser). */
+#define DICT_LIMIT (1024 * 1024)
+
 struct kt_xmlstream {
     struct kt_xmlstream_limits limits;
     struct kt_xmlstream_callbacks cb;
@@ -342,6 +345,8 @@ static void on_error(void *ctx, xmlErrorPtr error)
         return;
     if (error->domain == XML_FROM_NAMESPACE && error->code == XML_NS_ERR_UNDEFINED_NAMESPACE)
         fail(xs, KT_XE_BAD_NAMESPACE_PREFIX);
+    else if (error->code == XML_ERR_NO_MEMORY)
+        fail(xs, KT_XE_RESOURCE_CONSTRAINT); /* also the dictionary limit */
     else
         fail(xs, KT_XE_NOT_WELL_FORMED);
 }
@@ -414,6 +419,11 @@ static bool start_parser(struct kt_xmlstream *xs)
     if (!xs->ctxt)
         return false;
     xmlCtxtUseOptions(xs->ctxt, XML_PARSE_NONET);
+    /* libxml2 interns every element, attribute and prefix name and every
+     * namespace URI for the life of the context, i.e. of the stream. Real
+     * streams use a few hundred names; cap the dictionary well below
+     * libxml2's own 10 MB so a stream of ever new names cannot grow it. */
+    xmlDictSetLimit(xs->ctxt->dict, DICT_LIMIT);
     xs->halted = false;
     return true;
 }

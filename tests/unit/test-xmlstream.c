@@ -405,6 +405,30 @@ static void test_limits(void)
     kt_buf_free(&r.log);
     kt_buf_free(&in);
 
+    /* Ever new element names: libxml2 interns them for the stream's life,
+     * so the parser's dictionary is capped. */
+    rec_init(&r, NULL);
+    rec_feed(&r, HEADER, strlen(HEADER));
+    struct kt_buf names = {0};
+    size_t total = 0;
+    char pad[181];
+    memset(pad, 'p', 180);
+    pad[180] = '\0';
+    for (int i = 0; i < 100 && !r.errored; i++) {
+        kt_buf_reset(&names);
+        for (int j = 0; j < 100; j++)
+            kt_buf_printf(&names, "<message><n%04d_%03d_%s/></message>", i, j, pad);
+        rec_feed(&r, names.data, names.len);
+        total += names.len;
+    }
+    kt_buf_free(&names);
+    ok(r.errored && strstr(r.log.data, "error resource-constraint\n"),
+       "10000 long distinct element names: resource-constraint after %zu bytes", total);
+    ok(r.nelements > 5000, "  but only after %d stanzas", r.nelements);
+    kt_xmlstream_free(&r.xs);
+    free(r.default_ns);
+    kt_buf_free(&r.log);
+
     /* A header that never ends is bounded by the same limit. */
     lim.max_stanza_bytes = 1000;
     rec_init(&r, &lim);
