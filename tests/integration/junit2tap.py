@@ -44,7 +44,10 @@ def points(report):
                 text += "%s: %s\n%s\n" % (e.tag, e.get("message", ""), e.text or "")
             yield False, desc, "", text
         elif skipped:
-            yield True, desc, "SKIP " + clean(skipped[0].get("message", "") or "skipped"), ""
+            why = skipped[0].get("message", "")
+            if skipped[0].get("type") == "pytest.xfail":
+                why = "expected failure" + (": " + why if why else "")
+            yield True, desc, "SKIP " + clean(why or "skipped"), ""
         else:
             yield True, desc, "", ""
 
