@@ -8,6 +8,7 @@ starts is stopped by PID in teardown, whether the test passed or not.
 
 import itertools
 import os
+import signal
 import tempfile
 
 import pytest
@@ -16,6 +17,14 @@ from kt.mariadb import MariaDB
 from kt.node import Node, make_cert, kontalkd_path, kontalkctl_path
 
 _db_counter = itertools.count(1)
+
+
+def pytest_configure(config):
+    # make stops tests with SIGTERM: turn it into an interrupt so that fixtures
+    # still stop their servers and nodes.
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt("SIGTERM")
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def _new_server():

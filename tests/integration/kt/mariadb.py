@@ -71,6 +71,13 @@ def _alive(pid):
         return False
 
 
+def die_with_parent():
+    """preexec_fn: the child gets SIGTERM when the process that started it dies, so a
+    test run killed hard leaves no server behind (Linux prctl PR_SET_PDEATHSIG)."""
+    import ctypes
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
+
+
 def quote(s):
     """A SQL string literal."""
     return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
@@ -131,7 +138,8 @@ class MariaDB:
         log = open(self.logfile, "ab")
         try:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
-                                         stderr=subprocess.STDOUT, start_new_session=detach)
+                                         stderr=subprocess.STDOUT, start_new_session=detach,
+                                         preexec_fn=None if detach else die_with_parent)
         finally:
             log.close()
         deadline = time.monotonic() + timeout

@@ -22,6 +22,11 @@ import subprocess
 import sys
 import time
 
+try:
+    from kt.mariadb import die_with_parent
+except ImportError:  # run as a script from kt/
+    from mariadb import die_with_parent
+
 STARTED_RE = r"kontalkd \S+ started"
 DEFAULT_MODULES = ["c2s", "sm", "net", "s2s", "example"]
 
@@ -232,7 +237,7 @@ class Node:
         self._log_file = open(self.log_path, "ab")
         self.proc = subprocess.Popen([kontalkd_path(), "-f", "-c", self.conf_path],
                                      stdin=subprocess.DEVNULL, stdout=self._log_file,
-                                     stderr=subprocess.STDOUT)
+                                     stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
         if wait:
             try:
                 self.wait_log(STARTED_RE, timeout=timeout)
