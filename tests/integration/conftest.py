@@ -40,25 +40,24 @@ def binaries():
     return kontalkd_path(), kontalkctl_path()
 
 
-@pytest.fixture(scope="session")
-def mariadb():
+def _running_server():
     server = _new_server()
     try:
         server.start()
         yield server
     finally:
         server.destroy()
+
+
+@pytest.fixture(scope="session")
+def mariadb():
+    yield from _running_server()
 
 
 @pytest.fixture
 def private_mariadb():
     """A server of the test's own, for tests that stop and restart MariaDB."""
-    server = _new_server()
-    try:
-        server.start()
-        yield server
-    finally:
-        server.destroy()
+    yield from _running_server()
 
 
 @pytest.fixture(scope="session")
