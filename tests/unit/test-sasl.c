@@ -1,0 +1,4 @@
+#include "modules/c2s/sasl.c"
+#include "tap.h"
+int main(void);
+int main(void) { return done_testing(); }
