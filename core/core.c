@@ -9,6 +9,7 @@
 #include <kontalk/loop.h>
 #include <kontalk/module.h>
 #include <kontalk/router.h>
+#include <kontalk/session.h>
 
 #include <string.h>
 
@@ -119,6 +120,21 @@ void kt_core_conn_closed(struct kt_core *core)
     atomic_fetch_sub_explicit(&kt_server_of(core)->connections, 1, memory_order_relaxed);
 }
 
+void kt_core_set_external_auth(struct kt_core *core, kt_external_auth_fn fn, void *data)
+{
+    struct kt_server *srv = kt_server_of(core);
+    kt_assert(srv->external_auth == NULL); /* one verifier per server */
+    srv->external_auth = fn;
+    srv->external_auth_data = data;
+}
+
+kt_external_auth_fn kt_core_external_auth(struct kt_core *core, void **data_r)
+{
+    struct kt_server *srv = kt_server_of(core);
+    *data_r = srv->external_auth_data;
+    return srv->external_auth;
+}
+
 void kt_core_status_add(struct kt_core *core, kt_status_fn fn, void *data)
 {
     struct kt_server *srv = kt_server_of(core);
@@ -137,6 +153,7 @@ void kt_server_status(struct kt_server *srv, struct kt_buf *out)
     kt_buf_printf(out, "uptime: %lds\n", up);
     kt_buf_printf(out, "connections: %u\n",
                   atomic_load_explicit(&srv->connections, memory_order_relaxed));
+    kt_buf_printf(out, "sessions: %u\n", kt_sessions_count(srv->core.sessions));
     kt_buf_printf(out, "modules: %s\n", srv->module_names ? srv->module_names : "");
     kt_buf_printf(out, "io threads: %u\n", srv->core.nloops);
     kt_buf_printf(out, "workers: %lld (pending jobs: %u)\n", srv->conf->core.workers,

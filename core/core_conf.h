@@ -65,6 +65,8 @@ struct kt_server {
     struct kt_status_entry *status;
     unsigned nstatus;
     const char *module_names; /* "c2s sm ..." for status */
+    kt_external_auth_fn external_auth;
+    void *external_auth_data;
 };
 
 static inline struct kt_server *kt_server_of(struct kt_core *core)

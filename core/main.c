@@ -18,6 +18,7 @@
 #include <kontalk/log.h>
 #include <kontalk/loop.h>
 #include <kontalk/router.h>
+#include <kontalk/session.h>
 #include <kontalk/tls.h>
 #include <kontalk/xmlstream.h>
 
@@ -44,6 +45,13 @@ static void usage(FILE *out)
                  "      --version      print version and module ABI\n"
                  "      --settings     print the settings reference of the core and of the\n"
                  "                     modules the configuration loads, then exit\n");
+}
+
+/* A stanza queued for a session that ended before it was written: route it
+ * again (another resource, offline storage, or a bounce), never drop it. */
+static void reroute(struct kt_stanza *st, void *router)
+{
+    kt_router_dispatch(router, st);
 }
 
 static void *loop_thread(void *arg)
@@ -254,6 +262,8 @@ int main(int argc, char **argv)
     srv.core.network = sc.core.network;
     srv.core.config = &sc.cfg;
     srv.core.router = kt_router_new();
+    srv.core.sessions = kt_sessions_new();
+    kt_sessions_set_undeliverable(srv.core.sessions, reroute, srv.core.router);
     srv.core.workers = kt_workers_new((unsigned)sc.core.workers, &sc.db);
     srv.core.nloops = (unsigned)sc.core.io_threads;
     srv.core.loops = kt_calloc(srv.core.nloops, sizeof(*srv.core.loops));
@@ -298,6 +308,7 @@ stop:
     free(srv.core.loops);
     free(threads);
     free(srv.status);
+    kt_sessions_free(&srv.core.sessions);
     kt_router_free(&srv.core.router);
     if (status == 0)
         kt_log(KT_LOG_NOTICE, "stopped");

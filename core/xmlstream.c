@@ -78,6 +78,7 @@ struct kt_xmlstream {
     bool failed;            /* error callback fired: feed returns -1 */
     bool closed;            /* </stream:stream> seen: ignore further input */
     bool in_feed;
+    bool discarded_data;    /* the last reset inside a callback threw away non-space */
 };
 
 void kt_xmlstream_global_init(void)
@@ -386,10 +387,26 @@ struct kt_xmlstream *kt_xmlstream_new(const struct kt_xmlstream_limits *limits,
 
 /* Back to the state before the first byte; the context is freed now or,
  * inside xmlParseChunk, parked until it returns. */
+static bool has_non_space(const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (p[i] != ' ' && p[i] != '\t' && p[i] != '\r' && p[i] != '\n')
+            return true;
+    return false;
+}
+
 static void clear(struct kt_xmlstream *xs)
 {
+    xs->discarded_data = false;
     if (xs->ctxt) {
         if (xs->in_feed) {
+            /* What libxml2 holds past the element that triggered the reset
+             * is thrown away; STARTTLS needs to know whether that was data
+             * (plaintext injected before the handshake). */
+            xmlParserInputPtr in = xs->ctxt->input;
+            if (in && in->cur && in->end && in->end > in->cur)
+                xs->discarded_data = has_non_space((const char *)in->cur,
+                                                   (size_t)(in->end - in->cur));
             xmlStopParser(xs->ctxt);
             kt_assert(xs->dead == NULL);
             xs->dead = xs->ctxt;
@@ -409,6 +426,22 @@ static void clear(struct kt_xmlstream *xs)
 void kt_xmlstream_reset(struct kt_xmlstream *xs)
 {
     clear(xs);
+}
+
+bool kt_xmlstream_discarded_data(const struct kt_xmlstream *xs)
+{
+    return xs->discarded_data;
+}
+
+void kt_xmlstream_set_limits(struct kt_xmlstream *xs, const struct kt_xmlstream_limits *limits)
+{
+    kt_assert(!xs->ctxt); /* after a reset (also inside a callback), before the next feed */
+    kt_assert(limits->max_stanza_bytes > 0 && limits->max_depth > 0);
+    if (limits->max_depth != xs->limits.max_depth) {
+        free(xs->nchildren);
+        xs->nchildren = kt_calloc(limits->max_depth + 3, sizeof(*xs->nchildren));
+    }
+    xs->limits = *limits;
 }
 
 static bool start_parser(struct kt_xmlstream *xs)
@@ -460,8 +493,12 @@ int kt_xmlstream_feed(struct kt_xmlstream *xs, const char *buf, size_t len)
         int rc = xmlParseChunk(ctxt, buf + off, (int)n, 0);
         off += n;
         xs->fed += n;
-        if (xs->dead || xs->closed)
-            break; /* reset or stream end: the rest is discarded */
+        if (xs->dead || xs->closed) {
+            /* reset or stream end: the rest is discarded */
+            if (xs->dead && has_non_space(buf + off, len - off))
+                xs->discarded_data = true;
+            break;
+        }
         if (xs->err == KT_XE_NONE) {
             if (rc != 0 || !ctxt->wellFormed)
                 fail(xs, KT_XE_NOT_WELL_FORMED);

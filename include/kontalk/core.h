@@ -7,11 +7,13 @@
 #include "base.h"
 #include "buf.h"
 #include <libconfig.h>
+#include <openssl/x509.h>
 
 struct kt_router;
 struct kt_workers;
 struct kt_loop;
 struct kt_tls;
+struct kt_sessions;
 
 struct kt_core {
     const char *host;    /* this node's host name, e.g. "beta.kontalk.net" */
@@ -20,6 +22,7 @@ struct kt_core {
     struct kt_router *router;
     struct kt_workers *workers;
     struct kt_tls *tls; /* NULL when no certificate is configured */
+    struct kt_sessions *sessions; /* bound client resources (kontalk/session.h) */
     unsigned nloops;
     struct kt_loop **loops;
 };
@@ -30,6 +33,18 @@ KT_API struct kt_loop *kt_core_next_loop(struct kt_core *core);
 /* Connection gauge shown by `kontalkctl status`. Any thread. */
 KT_API void kt_core_conn_opened(struct kt_core *core);
 KT_API void kt_core_conn_closed(struct kt_core *core);
+
+/* SASL EXTERNAL: the module that can verify client certificates (the Kontalk
+ * account work) registers one verifier. It runs on a worker (it may query
+ * the database) with the peer's certificate chain; it returns the
+ * authenticated localpart (malloc'd) or NULL to refuse. authzid is the
+ * identity the client asked for, or NULL. c2s offers EXTERNAL only when a
+ * verifier is registered and the client presented a certificate. */
+struct kt_db;
+typedef char *(*kt_external_auth_fn)(struct kt_db *db, X509 *cert, STACK_OF(X509) *chain,
+                                     const char *authzid, void *data);
+KT_API void kt_core_set_external_auth(struct kt_core *core, kt_external_auth_fn fn, void *data);
+KT_API kt_external_auth_fn kt_core_external_auth(struct kt_core *core, void **data_r);
 
 /* A module adds "key: value" lines to the status report. fn runs on an
  * I/O thread; it must not block. Register during init. */

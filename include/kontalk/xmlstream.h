@@ -46,6 +46,15 @@ KT_API struct kt_xmlstream *kt_xmlstream_new(const struct kt_xmlstream_limits *l
 KT_API int kt_xmlstream_feed(struct kt_xmlstream *xs, const char *buf, size_t len);
 /* Starts a fresh parser (stream restart). */
 KT_API void kt_xmlstream_reset(struct kt_xmlstream *xs);
+/* After kt_xmlstream_feed returns: whether a reset made from a callback
+ * discarded anything but whitespace that followed the element (bytes a
+ * client sent after <starttls/> without waiting for <proceed/>). */
+KT_API bool kt_xmlstream_discarded_data(const struct kt_xmlstream *xs);
+/* New limits, e.g. the larger post-authentication stanza size. Call only
+ * after a reset (a reset from inside a callback counts) or before the
+ * first feed. */
+KT_API void kt_xmlstream_set_limits(struct kt_xmlstream *xs,
+                                    const struct kt_xmlstream_limits *limits);
 KT_API void kt_xmlstream_free(struct kt_xmlstream **xs);
 
 /* Call once in main() before any thread starts (libxml2 initialisation). */

@@ -1,0 +1,140 @@
+/* mod_c2s internals shared by its files: settings, module state, and the
+ * per-connection stream state. A c2s_conn lives on one I/O thread (its
+ * kt_conn's loop) and is touched only there. */
+#ifndef KT_C2S_H
+#define KT_C2S_H
+
+#include <kontalk/conn.h>
+#include <kontalk/core.h>
+#include <kontalk/jid.h>
+#include <kontalk/job.h>
+#include <kontalk/loop.h>
+#include <kontalk/session.h>
+#include <kontalk/stanza.h>
+#include <kontalk/xmlstream.h>
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#define NS_STREAM "http://etherx.jabber.org/streams"
+#define NS_TLS "urn:ietf:params:xml:ns:xmpp-tls"
+#define NS_SASL "urn:ietf:params:xml:ns:xmpp-sasl"
+#define NS_BIND "urn:ietf:params:xml:ns:xmpp-bind"
+#define NS_SESSION "urn:ietf:params:xml:ns:xmpp-session"
+#define NS_PING "urn:xmpp:ping"
+
+enum c2s_conflict { C2S_CONFLICT_REPLACE, C2S_CONFLICT_REFUSE };
+
+struct c2s_conf {
+    long long max_stanza_preauth, max_stanza, max_depth, max_attrs, max_children;
+    long long auth_timeout;
+    long long max_connections, max_connections_per_ip;
+    long long auth_attempts, auth_attempts_per_ip;
+    long long max_output, rate;
+    int resource_conflict;
+    bool allow_plain;
+    long long ping_interval, ping_timeout;
+};
+
+struct c2s;
+
+struct c2s_listener {
+    struct c2s *c2s;
+    int fd;
+    bool direct_tls;
+    char address[64];
+    int port;
+    struct kt_io *io;
+};
+
+struct c2s_conn;
+
+/* Per-IP accounting: open connections and recent authentication failures. */
+struct c2s_ip {
+    char ip[48];
+    unsigned conns;
+    unsigned failures;
+    uint64_t window_start_ms;
+    struct c2s_ip *next;
+};
+
+struct c2s {
+    struct kt_core *core;
+    const struct c2s_conf *conf;
+    struct c2s_listener *listeners;
+    unsigned nlisteners;
+    struct c2s_conn **by_loop; /* per loop: list of its connections (that loop only) */
+    atomic_uint nconns;
+    atomic_bool stopping;
+    pthread_mutex_t lock; /* ips, and the shutdown wait */
+    pthread_cond_t all_closed;
+    struct c2s_ip *ips[256];
+    atomic_ullong logins, auth_failures;
+};
+
+enum c2s_state {
+    C2S_OPENING,   /* waiting for the client's stream header */
+    C2S_OPEN,      /* header exchanged: TLS, SASL, bind or stanzas per the flags */
+    C2S_TLS,       /* STARTTLS handshake running */
+    C2S_AUTH_WAIT, /* a SASL job runs on a worker; input paused */
+    C2S_CLOSING,   /* stream error or close sent */
+};
+
+struct c2s_sasl;
+
+struct c2s_conn {
+    struct c2s *c2s;
+    struct kt_conn *conn;
+    struct kt_loop *loop;
+    unsigned loop_index;
+    struct kt_xmlstream *xs;
+    enum c2s_state state;
+    bool direct_tls;
+    bool header_sent;
+    bool authenticated;
+    bool job_pending; /* a worker job holds a pointer to this conn */
+    bool gone;        /* the kt_conn is closed: free when the job returns */
+    enum kt_stream_err reject; /* refuse at the header (connection limits) */
+    char stream_id[24];
+    char *stream_from; /* the domain we answer as (the client's `to`) */
+    struct kt_jid *user; /* authenticated account (bare), or NULL */
+    struct kt_jid *full; /* bound JID, or NULL */
+    struct kt_session *session;
+    unsigned auth_failures;
+    struct c2s_sasl *sasl;
+    struct kt_timer *timer; /* auth timeout before auth, ping afterwards */
+    uint64_t last_read_ms;
+    uint64_t ping_sent_ms;
+    unsigned long long ping_seq;
+    char ping_id[32];
+    char ip[48];
+    char prefix[160];
+    struct c2s_conn *prev, *next;
+};
+
+/* stream.c */
+void c2s_conn_accept(struct c2s *c2s, struct kt_loop *loop, int fd, bool direct_tls);
+void c2s_stream_error(struct c2s_conn *cc, enum kt_stream_err err, const char *text);
+void c2s_write_xml(struct c2s_conn *cc, const struct kt_xml *el);
+void c2s_write_str(struct c2s_conn *cc, const char *s);
+void c2s_send_features(struct c2s_conn *cc);
+void c2s_authenticated(struct c2s_conn *cc, struct kt_jid *user);
+void c2s_job_finished(struct c2s_conn *cc); /* returns true if cc was freed */
+bool c2s_conn_dead(struct c2s_conn *cc);
+/* Closes every connection of the calling loop with system-shutdown. */
+void c2s_shutdown_loop(struct c2s *c2s, unsigned loop_index);
+enum kt_verdict c2s_route_deliver(struct kt_stanza *st, void *data);
+
+/* auth.c */
+void c2s_auth_features(struct c2s_conn *cc, struct kt_xml *features);
+void c2s_auth_element(struct c2s_conn *cc, struct kt_xml *el);
+void c2s_auth_free(struct c2s_conn *cc);
+
+/* mod_c2s.c: per-IP limits */
+bool c2s_ip_conn_open(struct c2s *c2s, const char *ip);
+void c2s_ip_conn_close(struct c2s *c2s, const char *ip);
+bool c2s_ip_auth_allowed(struct c2s *c2s, const char *ip);
+void c2s_ip_auth_failed(struct c2s *c2s, const char *ip);
+
+#endif
