@@ -353,8 +353,8 @@ static enum c2s_sasl_fail scram_parse_first(struct c2s_scram *st, const char *bu
     return C2S_SASL_OK;
 }
 
-enum c2s_sasl_fail c2s_scram_start(enum c2s_sasl_mech mech, const unsigned char *msg,
-                                   size_t len, bool plus_offered, struct c2s_scram **state_r)
+enum c2s_sasl_fail c2s_scram_start(enum c2s_sasl_mech mech, const unsigned char *msg, size_t len,
+                                   bool plus_offered, struct c2s_scram **state_r)
 {
     kt_assert(c2s_sasl_mech_is_scram(mech) && state_r);
     *state_r = NULL;
@@ -431,9 +431,9 @@ static bool fake_bytes(const char *label, enum kt_scram_hash hash, const char *u
     in[llen] = '\0';
     in[llen + 1] = (unsigned char)hash;
     memcpy(in + llen + 2, username, ulen);
-    bool ok = HMAC(EVP_sha256(), fake_secret, sizeof(fake_secret), in, llen + 2 + ulen, mac,
-                   &n) != NULL &&
-              n >= len;
+    const unsigned char *r =
+        HMAC(EVP_sha256(), fake_secret, sizeof(fake_secret), in, llen + 2 + ulen, mac, &n);
+    bool ok = r && n >= len;
     free(in);
     if (ok)
         memcpy(out, mac, len);
@@ -450,8 +450,8 @@ static bool scram_fake_keys(struct c2s_scram *st, unsigned fake_iterations)
     memset(k, 0, sizeof(*k));
     k->hash = st->hash;
     k->key_len = klen;
-    k->iterations = fake_iterations < KT_SCRAM_MIN_ITERATIONS ? KT_SCRAM_MIN_ITERATIONS
-                                                                : fake_iterations;
+    k->iterations =
+        fake_iterations < KT_SCRAM_MIN_ITERATIONS ? KT_SCRAM_MIN_ITERATIONS : fake_iterations;
     k->salt_len = C2S_SCRAM_FAKE_SALT_LEN;
     return fake_bytes("salt", st->hash, st->username, k->salt, k->salt_len) &&
            fake_bytes("stored", st->hash, st->username, k->stored_key, klen) &&
@@ -570,9 +570,15 @@ enum c2s_sasl_fail c2s_scram_finish(struct c2s_scram *st, const unsigned char *m
     unsigned int n;
     long plen, clen;
 
-    kt_assert(st->phase == SCRAM_CHALLENGED && server_final_r);
-    st->phase = SCRAM_DONE;
+    kt_assert(server_final_r);
     *server_final_r = NULL;
+    /* The client drives this step: a response before the challenge or
+     * after the end is its error, not ours. */
+    if (st->phase != SCRAM_CHALLENGED) {
+        st->phase = SCRAM_DONE;
+        return C2S_SASL_FAIL_MALFORMED_REQUEST;
+    }
+    st->phase = SCRAM_DONE;
     if (!scram_msg_ok(msg, len))
         return C2S_SASL_FAIL_MALFORMED_REQUEST;
     buf = kt_strndup((const char *)msg, len);
@@ -682,8 +688,7 @@ static char *plain_field(const unsigned char *s, size_t n)
     return kt_strndup((const char *)s, n);
 }
 
-enum c2s_sasl_fail c2s_plain_parse(const unsigned char *msg, size_t len,
-                                   struct c2s_plain **plain_r)
+enum c2s_sasl_fail c2s_plain_parse(const unsigned char *msg, size_t len, struct c2s_plain **plain_r)
 {
     const unsigned char *nul1, *nul2;
     struct c2s_plain *pl;
@@ -739,16 +744,17 @@ bool c2s_plain_check(const char *password, const struct kt_scram_keys *keys,
     if (!keys) {
         /* Same cost as a real check; the salt does not matter. */
         static const unsigned char salt[C2S_SCRAM_FAKE_SALT_LEN] = {0};
-        unsigned it = fake_iterations < KT_SCRAM_MIN_ITERATIONS ? KT_SCRAM_MIN_ITERATIONS
-                                                                : fake_iterations;
+        unsigned it =
+            fake_iterations < KT_SCRAM_MIN_ITERATIONS ? KT_SCRAM_MIN_ITERATIONS : fake_iterations;
         (void)kt_scram_derive(KT_SCRAM_SHA256, password, salt, sizeof(salt), it, &k);
         OPENSSL_cleanse(&k, sizeof(k));
         return false;
     }
     if (keys->key_len != kt_scram_hash_len(keys->hash))
         return false;
-    if (kt_scram_derive(keys->hash, password, keys->salt, keys->salt_len, keys->iterations,
-                        &k) == 0)
+    int rc =
+        kt_scram_derive(keys->hash, password, keys->salt, keys->salt_len, keys->iterations, &k);
+    if (rc == 0)
         match = CRYPTO_memcmp(k.stored_key, keys->stored_key, keys->key_len) == 0;
     OPENSSL_cleanse(&k, sizeof(k));
     return match;

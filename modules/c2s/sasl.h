@@ -72,8 +72,10 @@ enum c2s_sasl_fail c2s_sasl_decode(const char *text, unsigned char **data_r, siz
  * 2. c2s_scram_server_first() answers with the challenge;
  * 3. c2s_scram_finish() checks the client-final-message and gives the
  *    server-final-message for <success/>.
- * Any failure ends the exchange: free the state. Calling the steps out of
- * order is a programming error (assertion). */
+ * Any failure ends the exchange: free the state. Calling server_first
+ * other than once after a successful start is a programming error
+ * (assertion); finish before server_first, or a second finish, fails with
+ * MALFORMED_REQUEST, since a client's messages drive it. */
 struct c2s_scram;
 
 /* Parses client-first-message (GS2 header + client-first-message-bare).
@@ -87,8 +89,8 @@ struct c2s_scram;
  *    or an unsupported channel-binding type (only tls-exporter and
  *    tls-server-end-point are supported).
  * On success *state_r is a new state (free with c2s_scram_free()). */
-enum c2s_sasl_fail c2s_scram_start(enum c2s_sasl_mech mech, const unsigned char *msg,
-                                   size_t len, bool plus_offered, struct c2s_scram **state_r);
+enum c2s_sasl_fail c2s_scram_start(enum c2s_sasl_mech mech, const unsigned char *msg, size_t len,
+                                   bool plus_offered, struct c2s_scram **state_r);
 /* The unescaped username (n=), as sent: the caller applies nodeprep. */
 const char *c2s_scram_username(const struct c2s_scram *st);
 /* The unescaped authzid (a=), or NULL when absent. The caller decides
