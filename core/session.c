@@ -214,6 +214,12 @@ void kt_session_unbind(struct kt_sessions *reg, struct kt_session *s)
     kt_session_unref(&gone);
 }
 
+void kt_session_set_owner(struct kt_session *s, const struct kt_session_ops *ops, void *owner)
+{
+    s->ops = ops;
+    s->owner = owner;
+}
+
 void kt_session_close(struct kt_sessions *reg, struct kt_session *s)
 {
     kt_session_unbind(reg, s);

@@ -46,6 +46,11 @@ KT_API enum kt_bind_result kt_session_bind(struct kt_sessions *reg, struct kt_se
  * every later delivery to it fail. Any thread; idempotent. */
 KT_API void kt_session_unbind(struct kt_sessions *reg, struct kt_session *s);
 
+/* Hands the session to another owner (stream resumption keeps a session
+ * alive without a connection). On the session's loop. */
+KT_API void kt_session_set_owner(struct kt_session *s, const struct kt_session_ops *ops,
+                                 void *owner);
+
 /* The owner's teardown, on the session's loop: unbinds s and detaches the
  * owner, so no callback reaches it any more. Drop your reference after. */
 KT_API void kt_session_close(struct kt_sessions *reg, struct kt_session *s);

@@ -75,11 +75,23 @@ void c2s_auth_free(struct c2s_conn *cc)
     cc->sasl = NULL;
 }
 
-static bool have_binding(SSL *ssl)
+/* Adds the XEP-0440 list of channel-binding types this connection can do;
+ * returns whether there is any. */
+static bool add_bindings(SSL *ssl, struct kt_xml *features)
 {
     unsigned char cb[C2S_SASL_CB_MAX];
-    return c2s_sasl_cb_tls_exporter(ssl, cb) > 0 ||
-           c2s_sasl_cb_tls_server_end_point(ssl, cb) > 0;
+    bool exporter = c2s_sasl_cb_tls_exporter(ssl, cb) > 0;
+    bool end_point = c2s_sasl_cb_tls_server_end_point(ssl, cb) > 0;
+    if (!exporter && !end_point)
+        return false;
+    struct kt_xml *list = kt_xml_add_child(features, "sasl-channel-binding", "urn:xmpp:sasl-cb:0");
+    if (exporter)
+        kt_xml_set_attr(kt_xml_add_child(list, "channel-binding", "urn:xmpp:sasl-cb:0"), "type",
+                        "tls-exporter");
+    if (end_point)
+        kt_xml_set_attr(kt_xml_add_child(list, "channel-binding", "urn:xmpp:sasl-cb:0"), "type",
+                        "tls-server-end-point");
+    return true;
 }
 
 void c2s_auth_features(struct c2s_conn *cc, struct kt_xml *features)
@@ -88,7 +100,7 @@ void c2s_auth_features(struct c2s_conn *cc, struct kt_xml *features)
     SSL *ssl = kt_conn_ssl(cc->conn);
     void *unused;
     struct kt_xml *mechs = kt_xml_add_child(features, "mechanisms", NS_SASL);
-    s->plus_offered = have_binding(ssl);
+    s->plus_offered = add_bindings(ssl, features);
     s->external_offered = SSL_get0_peer_certificate(ssl) != NULL &&
                           kt_core_external_auth(cc->c2s->core, &unused) != NULL;
     static const enum c2s_sasl_mech order[] = {
@@ -232,10 +244,11 @@ static void auth_job_free(struct auth_job *job)
 
 /* --- I/O thread side --- */
 
+/* final may point into the exchange's state: send before resetting it. */
 static void succeed(struct c2s_conn *cc, struct kt_jid *user, const char *final, size_t len)
 {
-    reset_exchange(cc->sasl);
     send_sasl(cc, "success", final, len);
+    reset_exchange(cc->sasl);
     c2s_authenticated(cc, user);
 }
 
@@ -291,7 +304,12 @@ static void submit(struct c2s_conn *cc, struct auth_job *job)
 static void start_scram(struct c2s_conn *cc, const unsigned char *msg, size_t len)
 {
     struct c2s_sasl *s = cc->sasl;
-    enum c2s_sasl_fail r = c2s_scram_start(s->mech, msg, len, s->plus_offered, &s->scram);
+    /* RFC 5802 §6 treats "y" while we offer -PLUS as a downgrade. But the
+     * binding types are negotiated (XEP-0440): a client that only knows
+     * tls-unique, which TLS 1.3 does not define, truthfully sends "y" while
+     * we offer -PLUS with tls-exporter. Strictness is therefore a setting. */
+    bool downgrade_check = s->plus_offered && cc->c2s->conf->strict_channel_binding;
+    enum c2s_sasl_fail r = c2s_scram_start(s->mech, msg, len, downgrade_check, &s->scram);
     if (r != C2S_SASL_OK) {
         fail(cc, r);
         return;

@@ -34,7 +34,10 @@ struct c2s_conf {
     long long max_output, rate;
     int resource_conflict;
     bool allow_plain;
+    bool strict_channel_binding;
     long long ping_interval, ping_timeout;
+    long long sm_resume_timeout, sm_max_unacked;
+    long long csi_max_presence;
 };
 
 struct c2s;
@@ -49,6 +52,8 @@ struct c2s_listener {
 };
 
 struct c2s_conn;
+struct c2s_sm;
+struct detached;
 
 /* Per-IP accounting: open connections and recent authentication failures. */
 struct c2s_ip {
@@ -70,6 +75,8 @@ struct c2s {
     pthread_mutex_t lock; /* ips, and the shutdown wait */
     pthread_cond_t all_closed;
     struct c2s_ip *ips[256];
+    struct detached *detached; /* sessions waiting for resumption (sm.c), under lock */
+    atomic_uint ndetached;
     atomic_ullong logins, auth_failures;
 };
 
@@ -103,6 +110,11 @@ struct c2s_conn {
     struct kt_session *session;
     unsigned auth_failures;
     struct c2s_sasl *sasl;
+    struct c2s_sm *sm;       /* XEP-0198 state once enabled */
+    bool peer_closed_stream; /* the client sent </stream:stream> */
+    bool csi_inactive;
+    struct kt_stanza **csi_held;
+    unsigned csi_nheld;
     struct kt_timer *timer; /* auth timeout before auth, ping afterwards */
     uint64_t last_read_ms;
     uint64_t ping_sent_ms;
@@ -120,11 +132,34 @@ void c2s_write_xml(struct c2s_conn *cc, const struct kt_xml *el);
 void c2s_write_str(struct c2s_conn *cc, const char *s);
 void c2s_send_features(struct c2s_conn *cc);
 void c2s_authenticated(struct c2s_conn *cc, struct kt_jid *user);
-void c2s_job_finished(struct c2s_conn *cc); /* returns true if cc was freed */
+void c2s_job_finished(struct c2s_conn *cc); /* frees cc if its connection is gone */
 bool c2s_conn_dead(struct c2s_conn *cc);
 /* Closes every connection of the calling loop with system-shutdown. */
 void c2s_shutdown_loop(struct c2s *c2s, unsigned loop_index);
 enum kt_verdict c2s_route_deliver(struct kt_stanza *st, void *data);
+/* Writes a stanza to the client (counted and kept for XEP-0198). */
+void c2s_write_stanza(struct c2s_conn *cc, struct kt_stanza *st);
+const struct kt_session_ops *c2s_session_ops(void);
+/* cc->full and cc->session are set: log prefix, keepalive timer. */
+void c2s_conn_bound(struct c2s_conn *cc);
+/* Wakes c2s_stop when the last connection or detached session is gone. */
+void c2s_note_gone(struct c2s *c2s);
+
+/* sm.c */
+void c2s_sm_element(struct c2s_conn *cc, struct kt_xml *el);
+void c2s_sm_count_in(struct c2s_conn *cc);
+bool c2s_sm_track_out(struct c2s_conn *cc, struct kt_stanza *st);
+void c2s_sm_after_write(struct c2s_conn *cc);
+bool c2s_sm_detach(struct c2s_conn *cc);
+void c2s_sm_end(struct c2s_conn *cc);
+void c2s_sm_free(struct c2s_conn *cc);
+void c2s_sm_shutdown(struct c2s *c2s);
+
+/* csi.c */
+void c2s_csi_element(struct c2s_conn *cc, const struct kt_xml *el);
+bool c2s_csi_hold(struct c2s_conn *cc, struct kt_stanza *st);
+void c2s_csi_flush(struct c2s_conn *cc);
+void c2s_csi_free(struct c2s_conn *cc);
 
 /* auth.c */
 void c2s_auth_features(struct c2s_conn *cc, struct kt_xml *features);

@@ -54,10 +54,19 @@ static const struct kt_setting c2s_settings[] = {
                 conflict_names, "binding a resource that is in use replaces or is refused"),
     KT_SET_BOOL("allow_plain", struct c2s_conf, allow_plain, true,
                 "offer SASL PLAIN (only ever over TLS)"),
+    KT_SET_BOOL("strict_channel_binding", struct c2s_conf, strict_channel_binding, false,
+                "refuse SCRAM with the 'y' flag while -PLUS is offered (RFC 5802 §6); off by "
+                "default because clients that only know tls-unique send 'y' on TLS 1.3"),
     KT_SET_INT("ping_interval", struct c2s_conf, ping_interval, 300, 0, 86400,
                "seconds of silence before the server pings a client (0 = never)"),
     KT_SET_INT("ping_timeout", struct c2s_conf, ping_timeout, 60, 1, 3600,
                "seconds to answer a ping before connection-timeout"),
+    KT_SET_INT("sm_resume_timeout", struct c2s_conf, sm_resume_timeout, 300, 0, 86400,
+               "seconds a lost XEP-0198 session stays resumable (0 = no resumption)"),
+    KT_SET_INT("sm_max_unacked", struct c2s_conf, sm_max_unacked, 1000, 10, 1000000,
+               "stanzas a client may leave unacknowledged before policy-violation"),
+    KT_SET_INT("csi_max_presence", struct c2s_conf, csi_max_presence, 100, 1, 100000,
+               "presences held for an inactive client (XEP-0352) before they are flushed"),
     KT_SET_END,
 };
 
@@ -340,8 +349,9 @@ static void c2s_stop(void *state)
     struct timespec deadline;
     clock_gettime(CLOCK_REALTIME, &deadline);
     deadline.tv_sec += 5;
+    c2s_sm_shutdown(c2s);
     pthread_mutex_lock(&c2s->lock);
-    while (atomic_load(&c2s->nconns) > 0)
+    while (atomic_load(&c2s->nconns) > 0 || atomic_load(&c2s->ndetached) > 0)
         if (pthread_cond_timedwait(&c2s->all_closed, &c2s->lock, &deadline) != 0)
             break;
     pthread_mutex_unlock(&c2s->lock);

@@ -83,6 +83,15 @@ static void send_header(struct c2s_conn *cc)
     cc->header_sent = true;
 }
 
+/* The stream is ending: from now on stanzas for this resource are routed
+ * elsewhere (a busy loop of re-deliveries to a closing stream otherwise). */
+static void enter_closing(struct c2s_conn *cc)
+{
+    cc->state = C2S_CLOSING;
+    if (cc->session)
+        kt_session_unbind(cc->c2s->core->sessions, cc->session);
+}
+
 void c2s_stream_error(struct c2s_conn *cc, enum kt_stream_err err, const char *text)
 {
     if (c2s_conn_dead(cc))
@@ -104,7 +113,7 @@ void c2s_stream_error(struct c2s_conn *cc, enum kt_stream_err err, const char *t
     kt_buf_puts(&b, "</stream:error></stream:stream>");
     kt_conn_write(cc->conn, b.data, b.len);
     kt_buf_free(&b);
-    cc->state = C2S_CLOSING;
+    enter_closing(cc);
     kt_conn_close(cc->conn);
 }
 
@@ -120,6 +129,8 @@ void c2s_send_features(struct c2s_conn *cc)
         kt_xml_add_child(f, "bind", NS_BIND);
         struct kt_xml *s = kt_xml_add_child(f, "session", NS_SESSION);
         kt_xml_add_child(s, "optional", NS_SESSION);
+        kt_xml_add_child(f, "sm", "urn:xmpp:sm:3");
+        kt_xml_add_child(f, "csi", "urn:xmpp:csi:0");
     }
     /* The stream: prefix is declared on the header we sent. */
     struct kt_buf b = {0};
@@ -139,11 +150,15 @@ static void arm_timer(struct c2s_conn *cc, uint64_t ms);
 static void send_ping(struct c2s_conn *cc)
 {
     snprintf(cc->ping_id, sizeof(cc->ping_id), "c2s-ping-%llu", ++cc->ping_seq);
-    char buf[512];
-    snprintf(buf, sizeof(buf),
-             "<iq type='get' id='%s' from='%s' to='%s'><ping xmlns='" NS_PING "'/></iq>",
-             cc->ping_id, cc->c2s->core->host, cc->full->full);
-    c2s_write_str(cc, buf);
+    struct kt_xml *iq = kt_xml_new("iq", KT_NS_CLIENT);
+    kt_xml_set_attr(iq, "type", "get");
+    kt_xml_set_attr(iq, "id", cc->ping_id);
+    kt_xml_set_attr(iq, "from", cc->c2s->core->host);
+    kt_xml_set_attr(iq, "to", cc->full->full);
+    kt_xml_add_child(iq, "ping", NS_PING);
+    struct kt_stanza *st = kt_stanza_new(iq);
+    c2s_write_stanza(cc, st);
+    kt_stanza_unref(&st);
     cc->ping_sent_ms = kt_now_ms();
 }
 
@@ -246,6 +261,15 @@ void c2s_conn_accept(struct c2s *c2s, struct kt_loop *loop, int fd, bool direct_
     kt_log_prefix(KT_LOG_DEBUG, cc->prefix, "connected%s", direct_tls ? " (direct TLS)" : "");
 }
 
+void c2s_note_gone(struct c2s *c2s)
+{
+    if (atomic_load(&c2s->nconns) == 0 && atomic_load(&c2s->ndetached) == 0) {
+        pthread_mutex_lock(&c2s->lock);
+        pthread_cond_broadcast(&c2s->all_closed);
+        pthread_mutex_unlock(&c2s->lock);
+    }
+}
+
 static void conn_free(struct c2s_conn *cc)
 {
     struct c2s *c2s = cc->c2s;
@@ -254,17 +278,16 @@ static void conn_free(struct c2s_conn *cc)
         kt_session_close(c2s->core->sessions, cc->session);
         kt_session_unref(&cc->session);
     }
+    c2s_sm_free(cc);
+    c2s_csi_free(cc);
     c2s_auth_free(cc);
     kt_xmlstream_free(&cc->xs);
     kt_jid_free(&cc->user);
     kt_jid_free(&cc->full);
     free(cc->stream_from);
     free(cc);
-    if (atomic_fetch_sub(&c2s->nconns, 1) == 1) {
-        pthread_mutex_lock(&c2s->lock);
-        pthread_cond_broadcast(&c2s->all_closed);
-        pthread_mutex_unlock(&c2s->lock);
-    }
+    atomic_fetch_sub(&c2s->nconns, 1);
+    c2s_note_gone(c2s);
 }
 
 static void conn_closed(struct kt_conn *c, enum kt_conn_end why, void *ud)
@@ -278,9 +301,19 @@ static void conn_closed(struct kt_conn *c, enum kt_conn_end why, void *ud)
     if (!cc->reject)
         c2s_ip_conn_close(cc->c2s, cc->ip);
     kt_core_conn_closed(cc->c2s->core);
-    /* The session ends now: no more deliveries; queued ones are re-routed. */
-    if (cc->session)
-        kt_session_unbind(cc->c2s->core->sessions, cc->session);
+    /* A lost connection (not a closed stream) with resumption enabled keeps
+     * its session for a while (XEP-0198); otherwise the session ends now:
+     * no more deliveries, and what the client did not acknowledge is routed
+     * again. */
+    bool lost = why == KT_CONN_EOF || why == KT_CONN_IO_ERROR || why == KT_CONN_TLS_ERROR;
+    bool detached = lost && !cc->peer_closed_stream && cc->state != C2S_CLOSING &&
+                    c2s_sm_detach(cc);
+    if (!detached) {
+        if (cc->session)
+            kt_session_unbind(cc->c2s->core->sessions, cc->session);
+        c2s_csi_flush(cc); /* held presence is dropped with the stream; nothing to re-route */
+        c2s_sm_end(cc);
+    }
     cc->gone = true;
     cc->state = C2S_CLOSING;
     kt_timer_cancel(&cc->timer);
@@ -341,10 +374,11 @@ static void stream_open(void *data, const struct kt_xml *hdr)
 static void stream_close(void *data)
 {
     struct c2s_conn *cc = data;
+    cc->peer_closed_stream = true;
     if (c2s_conn_dead(cc))
         return;
     c2s_write_str(cc, "</stream:stream>");
-    cc->state = C2S_CLOSING;
+    enter_closing(cc);
     kt_conn_close(cc->conn);
 }
 
@@ -383,7 +417,7 @@ static void send_iq_error(struct c2s_conn *cc, struct kt_stanza *st, enum kt_sta
     if (reply) {
         kt_stanza_set_to(reply, NULL); /* answered by the server to this stream */
         kt_stanza_set_from(reply, NULL);
-        c2s_write_xml(cc, kt_stanza_xml(reply));
+        c2s_write_stanza(cc, reply);
         kt_stanza_unref(&reply);
     }
 }
@@ -436,7 +470,6 @@ static void bind(struct c2s_conn *cc, struct kt_stanza *st, const struct kt_xml 
     }
     cc->session = s;
     cc->full = full;
-    set_prefix(cc);
     struct kt_buf b = {0};
     kt_buf_puts(&b, "<iq type='result' id='");
     const char *id = kt_stanza_id(st);
@@ -446,12 +479,23 @@ static void bind(struct c2s_conn *cc, struct kt_stanza *st, const struct kt_xml 
     kt_buf_puts(&b, "</jid></bind></iq>");
     kt_conn_write(cc->conn, b.data, b.len);
     kt_buf_free(&b);
+    c2s_conn_bound(cc);
     kt_log_prefix(KT_LOG_INFO, cc->prefix, "bound");
+}
+
+void c2s_conn_bound(struct c2s_conn *cc)
+{
+    set_prefix(cc);
     /* From now on the timer is the keepalive ping. */
     if (cc->c2s->conf->ping_interval > 0)
         arm_timer(cc, (uint64_t)cc->c2s->conf->ping_interval * 1000);
     else
         kt_timer_cancel(&cc->timer);
+}
+
+const struct kt_session_ops *c2s_session_ops(void)
+{
+    return &session_ops;
 }
 
 /* Handles the iqs the stream itself answers (bind, session, our pings).
@@ -476,7 +520,7 @@ static bool stream_iq(struct c2s_conn *cc, struct kt_stanza *st)
         struct kt_stanza *r = kt_stanza_iq_result(st);
         kt_stanza_set_to(r, NULL);
         kt_stanza_set_from(r, NULL);
-        c2s_write_xml(cc, kt_stanza_xml(r));
+        c2s_write_stanza(cc, r);
         kt_stanza_unref(&r);
         return true;
     }
@@ -488,6 +532,7 @@ static bool stream_iq(struct c2s_conn *cc, struct kt_stanza *st)
 static void stanza_in(struct c2s_conn *cc, struct kt_xml *el)
 {
     struct kt_stanza *st = kt_stanza_new(el);
+    c2s_sm_count_in(cc);
     if (kt_stanza_kind(st) == KT_KIND_IQ && stream_iq(cc, st)) {
         kt_stanza_unref(&st);
         return;
@@ -543,6 +588,16 @@ static void element(void *data, struct kt_xml *el)
         }
         return;
     }
+    if (el->ns && strcmp(el->ns, "urn:xmpp:sm:3") == 0) {
+        c2s_sm_element(cc, el);
+        kt_xml_free(&el);
+        return;
+    }
+    if (el->ns && strcmp(el->ns, "urn:xmpp:csi:0") == 0) {
+        c2s_csi_element(cc, el);
+        kt_xml_free(&el);
+        return;
+    }
     if (el->ns && strcmp(el->ns, KT_NS_CLIENT) == 0 &&
         (strcmp(el->name, "message") == 0 || strcmp(el->name, "presence") == 0 ||
          strcmp(el->name, "iq") == 0)) {
@@ -588,16 +643,30 @@ static void conn_data(struct kt_conn *c, const char *buf, size_t len, void *ud)
 
 /* --- delivery to the client --- */
 
-static void deliver(void *owner, struct kt_stanza *st)
+void c2s_write_stanza(struct c2s_conn *cc, struct kt_stanza *st)
 {
-    struct c2s_conn *cc = owner;
-    if (c2s_conn_dead(cc))
-        return;
-    if (kt_router_run_hooks(cc->c2s->core->router, KT_HOOK_OUT, st) == KT_HANDLED)
+    if (c2s_conn_dead(cc) || !c2s_sm_track_out(cc, st))
         return;
     size_t len;
     const char *wire = kt_stanza_wire(st, &len);
     kt_conn_write(cc->conn, wire, len);
+    c2s_sm_after_write(cc);
+}
+
+static void deliver(void *owner, struct kt_stanza *st)
+{
+    struct c2s_conn *cc = owner;
+    if (c2s_conn_dead(cc)) {
+        /* Closing, but the session is still ours: route it again rather
+         * than lose it (the session is unbound by the time this runs). */
+        kt_router_dispatch(cc->c2s->core->router, st);
+        return;
+    }
+    if (kt_router_run_hooks(cc->c2s->core->router, KT_HOOK_OUT, st) == KT_HANDLED)
+        return;
+    if (c2s_csi_hold(cc, st))
+        return;
+    c2s_write_stanza(cc, st);
 }
 
 static void replaced(void *owner)
