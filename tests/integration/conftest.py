@@ -15,6 +15,7 @@ import pytest
 
 from kt.mariadb import MariaDB
 from kt.node import Node, make_cert, kontalkd_path, kontalkctl_path
+from kt.xmpp import PASSWORDS
 
 _db_counter = itertools.count(1)
 
@@ -98,3 +99,43 @@ def running_node(node):
     node.init_db()
     node.start()
     return node
+
+
+# -- c2s -----------------------------------------------------------------------
+
+def setup_c2s(node, users=None, **c2s):
+    """A node with a direct-TLS listener next to the STARTTLS one, the c2s settings given,
+    the test accounts (kt.xmpp.PASSWORDS) created, and kontalkd started."""
+    node.add_c2s_listener("direct")
+    node.conf["c2s"].update(c2s)
+    node.init_db()
+    for user, password in (PASSWORDS if users is None else users).items():
+        node.add_user(user, password)
+    node.start()
+    return node
+
+
+@pytest.fixture
+def make_c2s_node(make_node):
+    """Factory: make_c2s_node(users=None, **c2s_settings) -> a started node (its own config)."""
+    def make(users=None, **c2s):
+        return setup_c2s(make_node(), users, **c2s)
+    return make
+
+
+@pytest.fixture(scope="module")
+def c2s_node(binaries, mariadb, certs, tmp_path_factory):
+    """One started node with the default c2s settings, shared by a test module.
+
+    Except auth_attempts_per_ip: the modules fail logins on purpose, all from 127.0.0.1, and
+    that limit has a test of its own."""
+    name = "kt_%d" % next(_db_counter)
+    mariadb.create_database(name, "kontalk", "kontalk")
+    node = Node(str(tmp_path_factory.mktemp("c2s")), mariadb, name, certs[0], certs[1])
+    try:
+        setup_c2s(node, auth_attempts_per_ip=100000)
+        yield node
+    finally:
+        node.kill()
+        if mariadb.pid() is not None:
+            mariadb.drop_database(name)

@@ -186,6 +186,39 @@ class Node:
     def jid_domain(self):
         return self.conf["core"]["network"]
 
+    @property
+    def host(self):
+        return self.conf["core"]["host"]
+
+    # -- c2s listeners -------------------------------------------------------
+
+    def c2s_port(self, tls="starttls"):
+        """Port of the first c2s listener with this tls mode ("starttls" or "direct")."""
+        for listener in self.conf["c2s"]["listen"]:
+            if listener.get("tls") == tls:
+                return listener["port"]
+        raise KeyError("no c2s listener with tls = %r" % tls)
+
+    def add_c2s_listener(self, tls="direct", address="127.0.0.1", port=None):
+        """Another c2s listener (a free port unless given); returns its port."""
+        port = port or free_port()
+        self.conf["c2s"]["listen"].append({"port": port, "tls": tls, "address": address})
+        return port
+
+    def add_user(self, localpart, password):
+        self.ctl("user", "add", localpart, "--password", password, check=True)
+
+    def pid(self):
+        return self.proc.pid if self.running() else None
+
+    def rss_kb(self):
+        """VmRSS of the running kontalkd, in kB."""
+        with open("/proc/%d/status" % self.proc.pid) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        raise AssertionError("no VmRSS for pid %d" % self.proc.pid)
+
     def write_config(self, conf=None, path=None):
         """Render the configuration to a file; returns (path, text)."""
         text = render_config(self.conf if conf is None else conf)
