@@ -25,7 +25,8 @@ struct kt_loop;
 struct kt_conn;
 
 struct kt_conn_limits {
-    size_t max_output;          /* queued output bytes; beyond: closed with KT_CONN_OVERFLOW */
+    size_t max_output;          /* queued output bytes; beyond: closed with KT_CONN_OVERFLOW
+                                 * (0 = no limit) */
     long long rate_bytes;       /* read rate limit in bytes/s (burst = one second); 0 = none */
     unsigned close_timeout_ms;  /* kt_conn_close: give up flushing after this (0 = 5000) */
 };
@@ -50,7 +51,9 @@ struct kt_conn_callbacks {
 
 /* Takes ownership of fd (made nonblocking, TCP_NODELAY). ssl: NULL for
  * plaintext, or a server SSL for direct TLS (owned; the handshake starts at
- * once). Never NULL. */
+ * once). limits: NULL for none. Call on loop's thread (or before it runs).
+ * Never NULL: a connection that cannot be set up (bad fd) gets a posted
+ * closed(KT_CONN_IO_ERROR). */
 KT_API struct kt_conn *kt_conn_new(struct kt_loop *loop, int fd, SSL *ssl,
                                    const struct kt_conn_limits *limits,
                                    const struct kt_conn_callbacks *cb, void *ud);
