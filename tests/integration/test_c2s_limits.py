@@ -22,21 +22,21 @@ def logged_in(node, user="alice", resource="test", **kw):
 
 
 def test_unauthenticated_stream_times_out(make_c2s_node):
-    node = make_c2s_node(auth_timeout=2)
+    node = make_c2s_node(auth_timeout=1)
     t0 = time.monotonic()
     with client_for(node) as c:
         c.connect()
         c.open_stream()
         c.features()
         c.expect_stream_error("connection-timeout", timeout=6)
-    assert 1.5 < time.monotonic() - t0 < 6
+    assert 0.8 < time.monotonic() - t0 < 6
     # Also after TLS, before SASL.
     with client_for(node) as c:
         c.start()
         c.expect_stream_error("connection-timeout", timeout=6)
     # An authenticated stream is not subject to it.
     with logged_in(node) as c:
-        assert c.quiet(3) == []
+        assert c.quiet(1.5) == []
     alive(node)
 
 
@@ -49,7 +49,7 @@ def next_ping(c, timeout):
 
 
 def test_idle_ping_answered_keeps_stream_unanswered_times_out(make_c2s_node):
-    node = make_c2s_node(ping_interval=1, ping_timeout=2)
+    node = make_c2s_node(ping_interval=1, ping_timeout=1)
     with logged_in(node, resource="idle") as c:
         for _ in range(2):
             ping = next_ping(c, timeout=4)
@@ -107,6 +107,46 @@ def test_max_connections_per_ip(make_c2s_node):
     finally:
         for c in held:
             c.close()
+    alive(node)
+
+
+def test_max_connections(make_c2s_node):
+    node = make_c2s_node(max_connections=3)
+    held = []
+    try:
+        for i in range(3):
+            c = client_for(node, source="127.0.1.%d" % (i + 1))
+            held.append(c)
+            c.connect()
+            c.open_stream()
+            c.features()
+        extra = client_for(node, source="127.0.1.9")
+        held.append(extra)
+        extra.connect()
+        extra.open_stream(wait=False)
+        closed = extra.wait_closed()
+        assert closed.error == "policy-violation", closed
+    finally:
+        for c in held:
+            c.close()
+    alive(node)
+
+
+def test_rate_limit(make_c2s_node):
+    """rate (bytes/s, token bucket with a 1 s burst): 60 KB at 20 KB/s take about 2 s to be
+    read, however fast they were sent."""
+    node = make_c2s_node(rate=20000)
+    with logged_in(node, resource="slow") as c:
+        c.timeout = 20
+        ids = ["rate%d" % i for i in range(60)]
+        pad = "p" * 900
+        t0 = time.monotonic()
+        c.send("".join("<iq type='get' id='%s' to='%s'><query xmlns='urn:kontalk:test:unknown'>"
+                       "%s</query></iq>" % (i, node.jid_domain, pad) for i in ids))
+        for i in ids:
+            assert c.wait_id(i).get("type") == "error"
+        elapsed = time.monotonic() - t0
+        assert 1.5 < elapsed < 15, "60 KB read in %.2f s at 20 KB/s" % elapsed
     alive(node)
 
 
@@ -178,6 +218,26 @@ def test_sm_max_unacked(make_c2s_node):
     """sm_max_unacked: a client that never acks gets policy-violation once more stanzas than
     that wait for an ack."""
     node = make_c2s_node(sm_max_unacked=10)
+    # A client that answers the server's <r/> (XEP-0198 §4) receives any number of stanzas.
+    with logged_in(node, resource="acks") as c:
+        c.send("<enable xmlns='%s' resume='true'/>" % NS_SM)
+        c.expect(q(NS_SM, "enabled"))
+        c.counting = True
+        requests = 0
+        for round_ in range(10):
+            ids = ["r%d-%d" % (round_, i) for i in range(5)]
+            c.send("".join(unknown_iq(i, node.jid_domain) for i in ids))
+            got = []
+            while len(got) < len(ids):
+                elem = c.next()
+                if elem.tag == q(NS_SM, "r"):
+                    requests += 1
+                    c.send("<a xmlns='%s' h='%d'/>" % (NS_SM, c.received))
+                elif elem.tag == q(NS_CLIENT, "iq"):
+                    got.append(elem.get("id"))
+            assert got == ids, got
+        assert requests > 0, "the server never asked for an ack with 10 unacked allowed"
+    # One that never acks is cut off.
     with logged_in(node, resource="noack") as c:
         c.send("<enable xmlns='%s' resume='true'/>" % NS_SM)
         c.expect(q(NS_SM, "enabled"))

@@ -7,6 +7,7 @@ module (c2s_node, auth_attempts_per_ip lifted); the per-IP limit has its own nod
 """
 
 import base64
+import ssl
 
 import pytest
 
@@ -114,14 +115,41 @@ def test_plus_unsupported_binding_type(c2s_node):
 
 
 @pytest.mark.parametrize("mech", ["SCRAM-SHA-256", "SCRAM-SHA-1"])
-def test_y_flag_when_plus_offered_fails(c2s_node, mech):
+def test_y_flag_when_plus_offered_fails_if_strict(make_c2s_node, mech):
     """RFC 5802 §6: 'y' says the client thinks the server lacks channel binding; the server
-    offered -PLUS, so this is a downgrade and authentication MUST fail."""
-    c, feats = started(c2s_node)
+    offered -PLUS, so this is a downgrade and authentication MUST fail (strict_channel_binding;
+    the default tolerates it for tls-unique-only clients on TLS 1.3, see the next test)."""
+    node = make_c2s_node(strict_channel_binding=True)
+    c, feats = started(node)
     with c:
         assert mech + "-PLUS" in mechanisms(feats)
         result = c.auth_scram(mech, "alice", PASSWORDS["alice"], gs2_flag="y")
         assert condition(result) == "not-authorized", show(result)
+        assert c.auth(mech, "alice", PASSWORDS["alice"]).tag == q(NS_SASL, "success")
+
+
+def test_y_flag_tolerated_by_default(c2s_node):
+    c, _ = started(c2s_node)
+    with c:
+        result = c.auth_scram("SCRAM-SHA-256", "alice", PASSWORDS["alice"], gs2_flag="y")
+        assert result.tag == q(NS_SASL, "success"), show(result)
+
+
+def test_channel_binding_types_advertised(c2s_node):
+    """XEP-0440: the binding types the server supports for this connection."""
+    for version in (None, ssl.TLSVersion.TLSv1_2):
+        with client_for(c2s_node) as c:
+            c.connect()
+            c.open_stream()
+            c.features()
+            feats = c.starttls(max_version=version)
+            cb = feats.find("{urn:xmpp:sasl-cb:0}sasl-channel-binding")
+            assert cb is not None, show(feats)
+            types = {e.get("type") for e in cb.findall("{urn:xmpp:sasl-cb:0}channel-binding")}
+            assert "tls-server-end-point" in types, show(cb)
+            assert "tls-unique" not in types, show(cb)
+            if c.sock.version() == "TLSv1.3":
+                assert "tls-exporter" in types, show(cb)
 
 
 def test_n_flag_with_plus_mechanism_fails(c2s_node):

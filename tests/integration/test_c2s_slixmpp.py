@@ -38,7 +38,8 @@ def slixmpp_login(node, user, mech=None, direct=False, password=None):
             xmpp.disconnect()
 
         xmpp.add_event_handler("session_start", session_start)
-        xmpp.add_event_handler("failed_auth", lambda _: finish("failed_auth"))
+        # failed_auth is one mechanism failing: slixmpp then tries the next one.
+        xmpp.add_event_handler("failed_auth", lambda _: outcome.setdefault("failed", 0))
         xmpp.add_event_handler("failed_all_auth", lambda _: finish("failed_all_auth"))
         xmpp.add_event_handler("stream_error", lambda e: finish("stream_error: %s" % e))
         xmpp.add_event_handler("connection_failed", lambda e: finish("connection_failed: %s" % e))

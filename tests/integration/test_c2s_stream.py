@@ -4,14 +4,16 @@ restricted XML, size limits, flood (RFC 6120 §4, §5, §11; XEP-0368).
 All tests share one node with the default c2s settings (fixture c2s_node).
 """
 
+import socket
 import ssl
 import time
 
 import pytest
 
+from kt.node import free_port
 from kt.xmpp import (NS_BIND, NS_CLIENT, NS_SASL, NS_STANZA_ERRORS, NS_STREAM, NS_TLS, PASSWORDS,
-                     Closed, client_for, local, mechanisms, q, show, stanza_error_condition,
-                     unknown_iq)
+                     Client, Closed, client_for, local, mechanisms, q, show,
+                     stanza_error_condition, unknown_iq)
 
 ALL_MECHS = {"SCRAM-SHA-256-PLUS", "SCRAM-SHA-1-PLUS", "SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"}
 
@@ -194,16 +196,29 @@ def test_pre_1_0_stream_unsupported_version(c2s_node, version):
         c.expect_stream_error("unsupported-version")
 
 
-@pytest.mark.parametrize("version", ["1.5", "2.0"])
-def test_higher_version_answered_with_1_0(c2s_node, version):
+def test_higher_minor_version_answered_with_1_0(c2s_node):
     """RFC 6120 §4.7.5 rule 2: the receiving entity answers with the lower of the two versions
-    (the initiating entity then decides whether to raise unsupported-version)."""
+    (a higher minor version is compatible: the stream goes on)."""
     with client_for(c2s_node) as c:
         c.connect()
-        header = c.open_stream(version=version)
+        header = c.open_stream(version="1.5")
         assert header.get("version") == "1.0", header
         feats = c.features()
         assert feats.find(q(NS_TLS, "starttls")) is not None, show(feats)
+
+
+def test_higher_major_version(c2s_node):
+    """version='2.0': §4.7.5 rule 2 answers 1.0 and leaves unsupported-version to the client;
+    the §4.9.3.25 example has the server raise it.  Either is accepted."""
+    with client_for(c2s_node) as c:
+        c.connect()
+        header = c.open_stream(version="2.0")
+        assert header.get("version") == "1.0", header
+        elem = c.next()
+        if elem.tag == q(NS_STREAM, "error"):
+            assert c.wait_closed().error == "unsupported-version"
+        else:
+            assert elem.tag == q(NS_STREAM, "features"), show(elem)
 
 
 @pytest.mark.parametrize("kind", ["stream-ns", "content-ns"])
@@ -413,3 +428,27 @@ def test_router_answer_carries_stanza_error_namespace(c2s_node):
         err = reply.find(q(NS_CLIENT, "error"))
         assert err is not None and err.find(q(NS_STANZA_ERRORS, "service-unavailable")) \
             is not None, show(reply)
+
+
+# -- IPv6 --------------------------------------------------------------------------------------
+
+def ipv6_loopback():
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+            return s.getsockname()[1]
+    except OSError:
+        return None
+
+
+def test_ipv6_loopback_listener(make_c2s_node):
+    port6 = ipv6_loopback()
+    if port6 is None:
+        pytest.skip("no IPv6 loopback on this machine")
+    node = make_c2s_node(listen=[{"port": free_port(), "tls": "starttls", "address": "127.0.0.1"},
+                                 {"port": port6, "tls": "direct", "address": "::1"}])
+    with Client(port6, node.jid_domain, host="::1", direct_tls=True) as c:
+        c.login("alice", PASSWORDS["alice"], "v6")
+        assert c.jid == "alice@%s/v6" % node.jid_domain
+    with client_for(node) as c:
+        c.login("alice", PASSWORDS["alice"], "v4")
