@@ -54,6 +54,7 @@ struct c2s_listener {
 struct c2s_conn;
 struct c2s_sm;
 struct detached;
+struct sm_live;
 
 /* Per-IP accounting: open connections and recent authentication failures. */
 struct c2s_ip {
@@ -77,6 +78,7 @@ struct c2s {
     struct c2s_ip *ips[256];
     struct detached *detached; /* sessions waiting for resumption (sm.c), under lock */
     atomic_uint ndetached;
+    struct sm_live *live;      /* resumable sessions with a connection (sm.c), under lock */
     atomic_ullong logins, auth_failures;
 };
 
@@ -128,6 +130,9 @@ struct c2s_conn {
 /* stream.c */
 void c2s_conn_accept(struct c2s *c2s, struct kt_loop *loop, int fd, bool direct_tls);
 void c2s_stream_error(struct c2s_conn *cc, enum kt_stream_err err, const char *text);
+/* With an application-specific condition element (raw XML) after the text. */
+void c2s_stream_error_extra(struct c2s_conn *cc, enum kt_stream_err err, const char *text,
+                            const char *extra);
 void c2s_write_xml(struct c2s_conn *cc, const struct kt_xml *el);
 void c2s_write_str(struct c2s_conn *cc, const char *s);
 void c2s_send_features(struct c2s_conn *cc);

@@ -68,6 +68,53 @@ struct detached {
     struct detached *next; /* in c2s->detached, under c2s->lock */
 };
 
+/* A resumable session that still has its connection (the server has not
+ * noticed yet that the client is gone): where to find it, for a takeover. */
+struct sm_live {
+    char id[32];
+    struct kt_jid *user;
+    unsigned loop_index;
+    struct sm_live *next; /* in c2s->live, under c2s->lock */
+};
+
+static void live_add(struct c2s_conn *cc)
+{
+    struct sm_live *l = kt_new(struct sm_live);
+    snprintf(l->id, sizeof(l->id), "%s", cc->sm->id);
+    l->user = kt_jid_to_bare(cc->full);
+    l->loop_index = cc->loop_index;
+    pthread_mutex_lock(&cc->c2s->lock);
+    l->next = cc->c2s->live;
+    cc->c2s->live = l;
+    pthread_mutex_unlock(&cc->c2s->lock);
+}
+
+static void live_del(struct c2s *c2s, const char *id)
+{
+    struct sm_live *gone = NULL;
+    pthread_mutex_lock(&c2s->lock);
+    for (struct sm_live **p = &c2s->live; *p; p = &(*p)->next)
+        if (strcmp((*p)->id, id) == 0) {
+            gone = *p;
+            *p = gone->next;
+            break;
+        }
+    pthread_mutex_unlock(&c2s->lock);
+    if (gone) {
+        kt_jid_free(&gone->user);
+        free(gone);
+    }
+}
+
+/* The loop of a live resumable session of user, or -1. Under c2s->lock. */
+static int live_find(struct c2s *c2s, const char *id, const struct kt_jid *user)
+{
+    for (struct sm_live *l = c2s->live; l; l = l->next)
+        if (strcmp(l->id, id) == 0 && kt_jid_bare_equal(l->user, user))
+            return (int)l->loop_index;
+    return -1;
+}
+
 /* --- the queue --- */
 
 static void queue_push(struct sm_queue *q, struct kt_stanza *st)
@@ -161,12 +208,16 @@ void c2s_sm_end(struct c2s_conn *cc)
 {
     if (!cc->sm)
         return;
+    if (cc->sm->resume)
+        live_del(cc->c2s, cc->sm->id);
     reroute_unacked(cc->c2s, cc->sm);
     sm_free(&cc->sm);
 }
 
 void c2s_sm_free(struct c2s_conn *cc)
 {
+    if (cc->sm && cc->sm->resume)
+        live_del(cc->c2s, cc->sm->id);
     sm_free(&cc->sm);
 }
 
@@ -285,6 +336,7 @@ bool c2s_sm_detach(struct c2s_conn *cc)
     if (!sm || !sm->resume || !cc->session || cc->c2s->conf->sm_resume_timeout == 0 ||
         atomic_load(&cc->c2s->stopping))
         return false;
+    live_del(cc->c2s, sm->id);
     struct detached *d = kt_new(struct detached);
     d->c2s = cc->c2s;
     d->loop = cc->loop;
@@ -338,6 +390,8 @@ static void enable(struct c2s_conn *cc, const struct kt_xml *el)
     snprintf(sm->id, sizeof(sm->id), "%s", id);
     free(id);
     cc->sm = sm;
+    if (sm->resume)
+        live_add(cc);
     char buf[256];
     if (sm->resume)
         snprintf(buf, sizeof(buf), "<enabled xmlns='" NS_SM "' id='%s' resume='true' max='%lld'/>",
@@ -347,17 +401,51 @@ static void enable(struct c2s_conn *cc, const struct kt_xml *el)
     c2s_write_str(cc, buf);
 }
 
-static void resume(struct c2s_conn *cc, const struct kt_xml *el)
-{
+static void resume(struct c2s_conn *cc, const char *previd, uint32_t h, bool may_take_over);
+
+/* A resume for a session whose connection is still open here: on the old
+ * connection's loop, detach its session (as if the connection had been lost)
+ * and drop the connection, then let the new stream resume it. */
+struct takeover {
+    struct c2s_conn *cc; /* the resuming stream; job_pending keeps it allocated */
+    unsigned loop_index;
+    char previd[32];
     uint32_t h;
-    const char *previd = kt_xml_attr(el, "previd");
-    if (cc->full || !previd || !parse_h(kt_xml_attr(el, "h"), &h)) {
-        send_failed(cc, cc->full ? "unexpected-request" : "bad-request", NULL);
-        return;
+};
+
+static void takeover_done(struct kt_loop *loop, void *data)
+{
+    (void)loop;
+    struct takeover *t = data;
+    struct c2s_conn *cc = t->cc;
+    bool gone = cc->gone;
+    c2s_job_finished(cc);
+    if (!gone) {
+        cc->state = C2S_OPEN;
+        kt_conn_pause(cc->conn, false);
+        resume(cc, t->previd, t->h, false);
     }
+    free(t);
+}
+
+static void takeover_on_old_loop(struct kt_loop *loop, void *data)
+{
+    struct takeover *t = data;
+    for (struct c2s_conn *old = t->cc->c2s->by_loop[kt_loop_index(loop)]; old; old = old->next)
+        if (old->sm && strcmp(old->sm->id, t->previd) == 0 && !c2s_conn_dead(old)) {
+            if (c2s_sm_detach(old))
+                c2s_stream_error(old, KT_XE_CONFLICT, "taken over by a resumed stream");
+            break;
+        }
+    kt_loop_post(t->cc->loop, takeover_done, t);
+}
+
+static void resume(struct c2s_conn *cc, const char *previd, uint32_t h, bool may_take_over)
+{
     struct c2s *c2s = cc->c2s;
     struct detached *d;
     struct c2s_sm *sm = NULL;
+    int live_loop = -1;
     pthread_mutex_lock(&c2s->lock);
     for (d = c2s->detached; d; d = d->next)
         if (strcmp(d->sm->id, previd) == 0 && kt_jid_bare_equal(d->full, cc->user))
@@ -365,8 +453,21 @@ static void resume(struct c2s_conn *cc, const struct kt_xml *el)
     if (d && claim(c2s, d)) {
         sm = d->sm;
         d->sm = NULL;
+    } else if (!d && may_take_over) {
+        live_loop = live_find(c2s, previd, cc->user);
     }
     pthread_mutex_unlock(&c2s->lock);
+    if (!sm && live_loop >= 0) {
+        struct takeover *t = kt_new(struct takeover);
+        t->cc = cc;
+        snprintf(t->previd, sizeof(t->previd), "%s", previd);
+        t->h = h;
+        cc->job_pending = true;
+        cc->state = C2S_AUTH_WAIT;
+        kt_conn_pause(cc->conn, true);
+        kt_loop_post(c2s->core->loops[live_loop], takeover_on_old_loop, t);
+        return;
+    }
     if (!sm) {
         send_failed(cc, "item-not-found", NULL);
         return;
@@ -377,11 +478,13 @@ static void resume(struct c2s_conn *cc, const struct kt_xml *el)
     cc->session = s;
     cc->full = kt_jid_dup(d->full);
     kt_loop_post(d->loop, detached_release, d);
+    cc->sm = sm;
     if (!ack(sm, h)) {
-        cc->sm = sm;
-        c2s_stream_error(cc, KT_XE_UNDEFINED_CONDITION, "h acknowledges more than was sent");
+        c2s_stream_error_extra(cc, KT_XE_UNDEFINED_CONDITION, NULL,
+                               "<handled-count-too-high xmlns='" NS_SM "'/>");
         return;
     }
+    live_add(cc);
     c2s_conn_bound(cc);
     char buf[160];
     snprintf(buf, sizeof(buf), "<resumed xmlns='" NS_SM "' h='%u' previd='%s'/>", sm->h_in,
@@ -392,7 +495,6 @@ static void resume(struct c2s_conn *cc, const struct kt_xml *el)
     memset(&sm->unacked, 0, sizeof(sm->unacked));
     sm->h_out = sm->acked;
     sm->r_pending = false;
-    cc->sm = sm;
     kt_log_prefix(KT_LOG_INFO, cc->prefix, "resumed (%u stanzas sent again)", again.count);
     struct kt_stanza *st;
     while ((st = queue_pop(&again))) {
@@ -401,21 +503,37 @@ static void resume(struct c2s_conn *cc, const struct kt_xml *el)
     }
 }
 
+static void resume_element(struct c2s_conn *cc, const struct kt_xml *el)
+{
+    uint32_t h;
+    const char *previd = kt_xml_attr(el, "previd");
+    if (cc->full || !previd || !parse_h(kt_xml_attr(el, "h"), &h)) {
+        send_failed(cc, cc->full ? "unexpected-request" : "bad-request", NULL);
+        return;
+    }
+    resume(cc, previd, h, true);
+}
+
 void c2s_sm_element(struct c2s_conn *cc, struct kt_xml *el)
 {
     struct c2s_sm *sm = cc->sm;
     if (strcmp(el->name, "enable") == 0) {
         enable(cc, el);
     } else if (strcmp(el->name, "resume") == 0) {
-        resume(cc, el);
+        resume_element(cc, el);
     } else if (strcmp(el->name, "r") == 0 && sm) {
         char buf[96];
         snprintf(buf, sizeof(buf), "<a xmlns='" NS_SM "' h='%u'/>", sm->h_in);
         c2s_write_str(cc, buf);
     } else if (strcmp(el->name, "a") == 0 && sm) {
         uint32_t h;
-        if (!parse_h(kt_xml_attr(el, "h"), &h) || !ack(sm, h)) {
+        if (!parse_h(kt_xml_attr(el, "h"), &h)) {
             c2s_stream_error(cc, KT_XE_UNDEFINED_CONDITION, "bad h in <a/>");
+            return;
+        }
+        if (!ack(sm, h)) {
+            c2s_stream_error_extra(cc, KT_XE_UNDEFINED_CONDITION, NULL,
+                                   "<handled-count-too-high xmlns='" NS_SM "'/>");
             return;
         }
         sm->r_pending = false;

@@ -69,8 +69,15 @@ void c2s_write_xml(struct c2s_conn *cc, const struct kt_xml *el)
     kt_buf_free(&b);
 }
 
+/* Every header we send, restarts included, gets a new stream id (RFC 6120
+ * §4.7.3). */
 static void send_header(struct c2s_conn *cc)
 {
+    unsigned char rnd[9];
+    RAND_bytes(rnd, sizeof(rnd));
+    char *id = kt_base64_encode(rnd, sizeof(rnd));
+    snprintf(cc->stream_id, sizeof(cc->stream_id), "%s", id);
+    free(id);
     struct kt_buf b = {0};
     kt_buf_puts(&b, "<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
                     "xmlns:stream='http://etherx.jabber.org/streams' id='");
@@ -94,6 +101,12 @@ static void enter_closing(struct c2s_conn *cc)
 
 void c2s_stream_error(struct c2s_conn *cc, enum kt_stream_err err, const char *text)
 {
+    c2s_stream_error_extra(cc, err, text, NULL);
+}
+
+void c2s_stream_error_extra(struct c2s_conn *cc, enum kt_stream_err err, const char *text,
+                            const char *extra)
+{
     if (c2s_conn_dead(cc))
         return;
     if (!cc->stream_from)
@@ -110,6 +123,8 @@ void c2s_stream_error(struct c2s_conn *cc, enum kt_stream_err err, const char *t
         kt_buf_append_xml_escaped(&b, text, strlen(text));
         kt_buf_puts(&b, "</text>");
     }
+    if (extra)
+        kt_buf_puts(&b, extra);
     kt_buf_puts(&b, "</stream:error></stream:stream>");
     kt_conn_write(cc->conn, b.data, b.len);
     kt_buf_free(&b);
@@ -241,11 +256,6 @@ void c2s_conn_accept(struct c2s *c2s, struct kt_loop *loop, int fd, bool direct_
     struct kt_xmlstream_limits xl;
     xml_limits(c2s->conf, false, &xl);
     cc->xs = kt_xmlstream_new(&xl, &xml_callbacks, cc);
-    unsigned char rnd[9];
-    RAND_bytes(rnd, sizeof(rnd));
-    char *id = kt_base64_encode(rnd, sizeof(rnd));
-    snprintf(cc->stream_id, sizeof(cc->stream_id), "%s", id);
-    free(id);
     cc->last_read_ms = kt_now_ms();
     conn_list_add(cc);
     kt_core_conn_opened(c2s->core);
@@ -330,13 +340,15 @@ void c2s_job_finished(struct c2s_conn *cc)
 
 /* --- stream header --- */
 
+/* RFC 6120 §4.7.5: we speak 1.0; a higher version is answered with ours
+ * (the client decides), a missing or pre-1.0 version is not supported. */
 static bool version_ok(const char *v)
 {
     if (!v)
         return false;
     char *end;
     long major = strtol(v, &end, 10);
-    return end != v && *end == '.' && major == 1;
+    return end != v && *end == '.' && major >= 1;
 }
 
 static void stream_open(void *data, const struct kt_xml *hdr)
