@@ -252,6 +252,10 @@ static void tls_handshake(struct client *c)
 
 static void go_online(struct client *c)
 {
+    /* As real clients do, fetch the roster before presence when contacts matter (servers
+     * send subscription changes to "interested" resources only). */
+    if (opt.scenario == SC_PRESENCE)
+        client_send(c, "<iq type='get' id='roster'><query xmlns='jabber:iq:roster'/></iq>");
     if (c->send_presence)
         client_send(c, "<presence/>");
     c->state = CS_ONLINE;
@@ -461,7 +465,10 @@ static void on_element(struct client *c, const char *raw, size_t len)
                 if (xml_attr(d, 0, "from", from, sizeof(from)) < 0)
                     from[0] = 0;
                 int ch = d->n[0].child;
-                bool ping = ch >= 0 && xml_is(d, ch, "ping");
+                /* pings and roster pushes get a result, anything else an error */
+                bool ping = ch >= 0 && (xml_is(d, ch, "ping") ||
+                                        (strcmp(type, "set") == 0 && xml_is(d, ch, "query") &&
+                                         xml_has_ns(d, ch, "jabber:iq:roster")));
                 /* ids come back verbatim: only answer ids without quotes */
                 if (!strchr(id, '\'') && !strchr(from, '\'')) {
                     if (ping)

@@ -178,7 +178,10 @@ static void on_presence(struct client *c, const struct xdoc *d)
     if (slot < 0)
         return;
     if (w->phase == PH_SETUP) {
-        if (strcmp(type, "subscribed") == 0 && !bit_test_set(c->pseen, slot) &&
+        /* Done with a contact on its 'subscribed', or on its presence, which only comes once
+         * we are subscribed (some servers send 'subscribed' only to roster-interested
+         * resources). */
+        if ((strcmp(type, "subscribed") == 0 || type[0] == 0) && !bit_test_set(c->pseen, slot) &&
             ++c->subscribed == opt.roster && !c->phase_done) {
             c->phase_done = true;
             worker_done_one(w);
