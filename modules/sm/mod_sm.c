@@ -1,30 +1,82 @@
-/* mod_sm: the session manager (sessions, roster, presence, delivery, offline storage).
- * Not implemented yet (issue #4): this module loads, validates its settings
- * group and says in the log that it does nothing, so that configurations
- * and packaging can be set up now. */
+/* mod_sm: the session manager. This file is the module: settings, shared
+ * helpers and the order in which the parts register their hooks. Each part
+ * lives in its own file (see sm.h). */
 #include "config.h"
-#include <kontalk/core.h>
+#include "modules/sm/sm.h"
+
 #include <kontalk/log.h>
 #include <kontalk/module.h>
 
+#include <stdlib.h>
+#include <string.h>
+
 static const char *const sm_requires[] = {"c2s", NULL};
+
+static const struct kt_setting sm_settings[] = {
+    KT_SET_INT("offline_max", struct sm_conf, offline_max, 1000, 0, 1000000,
+               "messages stored for an offline user (0 = no offline storage)"),
+    KT_SET_INT("offline_expire", struct sm_conf, offline_expire, 604800, 60, 31536000,
+               "seconds an offline message is kept"),
+    KT_SET_INT("vcard_max", struct sm_conf, vcard_max, 65536, 1024, 16777216,
+               "bytes of one vCard (vcard-temp)"),
+    KT_SET_END,
+};
+
+void sm_feature_add(struct sm *sm, const char *var)
+{
+    sm->features = kt_realloc(sm->features, (sm->nfeatures + 1) * sizeof(*sm->features));
+    sm->features[sm->nfeatures++] = var;
+}
+
+bool sm_is_local(const struct sm *sm, const struct kt_jid *jid)
+{
+    return jid && (strcmp(jid->domain, sm->core->host) == 0 ||
+                   strcmp(jid->domain, sm->core->network) == 0);
+}
+
+bool sm_to_server(const struct sm *sm, const struct kt_stanza *st)
+{
+    const struct kt_jid *to = kt_stanza_to(st);
+    return !to || (!to->local && !to->resource && sm_is_local(sm, to));
+}
+
+void sm_send(struct sm *sm, struct kt_stanza *st)
+{
+    kt_router_dispatch(sm->core->router, st);
+}
 
 static int sm_init(struct kt_core *core, const void *conf, const config_setting_t *group,
                    void **state_r)
 {
-    (void)core;
-    (void)conf;
     (void)group;
-    *state_r = NULL;
-    kt_log(KT_LOG_NOTICE,
-           "sm: loaded; "
-           "sessions, roster, presence and message delivery are not implemented yet");
+    struct sm *sm = kt_new(struct sm);
+    sm->core = core;
+    sm->conf = conf;
+    sm->started = time(NULL);
+    *state_r = sm;
+    if (sm_services_init(sm) < 0 || sm_vcard_init(sm) < 0 || sm_disco_init(sm) < 0)
+        return -1;
+    kt_log(KT_LOG_NOTICE, "sm: loaded; ping, version, time, last activity, disco and vcard-temp "
+                          "are served; roster, presence and offline storage are not implemented "
+                          "yet");
     return 0;
+}
+
+static void sm_free(void *state)
+{
+    struct sm *sm = state;
+    if (!sm)
+        return;
+    free(sm->features);
+    free(sm);
 }
 
 KT_MODULE(sm) = {
     KT_MODULE_HEADER,
     .name = "sm",
     .requires = sm_requires,
+    .settings = sm_settings,
+    .conf_size = sizeof(struct sm_conf),
     .init = sm_init,
+    .free = sm_free,
 };
