@@ -8,6 +8,7 @@ starts is stopped by PID in teardown, whether the test passed or not.
 
 import itertools
 import os
+import re
 import signal
 import tempfile
 
@@ -115,12 +116,29 @@ def setup_c2s(node, users=None, **c2s):
     return node
 
 
+SANITIZER_RE = re.compile(r"^.*(runtime error:|ERROR: AddressSanitizer|ERROR: LeakSanitizer).*$",
+                          re.M)
+
+
+def check_sanitizer_reports(node):
+    """Fail if a sanitizer build of kontalkd reported anything (UBSan goes on after a report,
+    so a test can pass over one)."""
+    found = SANITIZER_RE.findall(node.all_logs())
+    if found:
+        pytest.fail("sanitizer reports in %s:\n%s" % (node.log_path, "\n".join(found[:10])))
+
+
 @pytest.fixture
 def make_c2s_node(make_node):
     """Factory: make_c2s_node(users=None, **c2s_settings) -> a started node (its own config)."""
+    made = []
+
     def make(users=None, **c2s):
-        return setup_c2s(make_node(), users, **c2s)
-    return make
+        made.append(setup_c2s(make_node(), users, **c2s))
+        return made[-1]
+    yield make
+    for node in made:
+        check_sanitizer_reports(node)
 
 
 @pytest.fixture(scope="module")
@@ -135,6 +153,7 @@ def c2s_node(binaries, mariadb, certs, tmp_path_factory):
     try:
         setup_c2s(node, auth_attempts_per_ip=100000)
         yield node
+        check_sanitizer_reports(node)
     finally:
         node.kill()
         if mariadb.pid() is not None:

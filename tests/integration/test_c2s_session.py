@@ -376,3 +376,85 @@ def test_sm_queue_resent_are_not_lost_when_old_stream_still_open(c2s_node):
         closed = old.wait_closed()
         assert closed.error is not None or closed.stream_end or closed.reset, closed
     old.close()
+
+
+# -- traffic between two sessions (full JIDs: routed without mod_sm) -----------------------------
+
+def message(to, id_, body="hi", extra=""):
+    return "<message to='%s' id='%s' type='chat'>%s%s</message>" % (
+        to, id_, "<body>%s</body>" % body if body is not None else "", extra)
+
+
+def test_message_between_full_jids_from_stamped(c2s_node):
+    with logged_in(c2s_node, "alice", "ra") as a, logged_in(c2s_node, "bob", "rb") as b:
+        b.send(message(a.jid, "m1"))
+        got = a.wait_id("m1")
+        assert got.get("from") == b.jid and got.get("to") == a.jid, show(got)
+        assert got.findtext(q("jabber:client", "body")) == "hi", show(got)
+
+
+def test_sm_resume_delivers_unacked_and_detached_messages(c2s_node):
+    """XEP-0198 §5: what the client had not handled before the drop is sent again, and what
+    arrived while the session was detached is queued, then delivered in order: nothing lost."""
+    a = logged_in(c2s_node, "alice", "mobile")
+    previd = sm_enable(a).get("id")
+    with logged_in(c2s_node, "bob", "desk") as b:
+        b.send(message(a.jid, "m1") + message(a.jid, "m2"))
+        assert [a.wait_id("m1").get("id"), a.wait_id("m2").get("id")] == ["m1", "m2"]
+        a.drop()                                     # we handled m1 only (h=1 below)
+        time.sleep(0.3)
+        b.send(message(a.jid, "m3"))                 # to the detached session
+        bounced = [e for e in b.quiet(0.5) if e.get("type") == "error"]
+        assert bounced == [], [show(e) for e in bounced]
+        new, resumed = resume_on_new_connection(c2s_node, previd, 1)
+        with new:
+            assert resumed.tag == q(NS_SM, "resumed"), show(resumed)
+            assert int(resumed.get("h")) == 0, show(resumed)   # alice sent nothing
+            got = []
+            while len(got) < 2:
+                elem = new.next()
+                if local(elem.tag) == "message":
+                    got.append(elem.get("id"))
+            assert got == ["m2", "m3"], got
+            # The resumed session still receives new traffic.
+            b.send(message("alice@%s/mobile" % c2s_node.jid_domain, "m4"))
+            assert new.wait_id("m4").get("from") == b.jid
+
+
+# -- XEP-0352: what waits while inactive -----------------------------------------------------------
+
+CHATSTATE = "<composing xmlns='http://jabber.org/protocol/chatstates'/>"
+
+
+def test_csi_queues_presence_drops_chat_states_delivers_messages(c2s_node):
+    with logged_in(c2s_node, "alice", "csi-a") as a, logged_in(c2s_node, "bob", "csi-b") as b, \
+            logged_in(c2s_node, "carol", "csi-c") as c:
+        a.send("<inactive xmlns='%s'/>" % NS_CSI)
+        time.sleep(0.2)
+        b.send("<presence to='%s'><status>b1</status></presence>" % a.jid)
+        b.send("<presence to='%s'><status>b2</status></presence>" % a.jid)
+        c.send("<presence to='%s'><status>c1</status></presence>" % a.jid)
+        b.send(message(a.jid, "state", body=None, extra=CHATSTATE))
+        b.send(message(a.jid, "receipt", body=None,
+                       extra="<received xmlns='urn:xmpp:receipts' id='x1'/>"))
+        b.send(message(a.jid, "body", body="urgent", extra=CHATSTATE))
+        t0 = time.monotonic()
+        while_inactive = a.quiet(1)
+        ids = [e.get("id") for e in while_inactive]
+        assert "receipt" in ids and "body" in ids, [show(e) for e in while_inactive]
+        assert time.monotonic() - t0 < 2
+        assert not any(local(e.tag) == "presence" for e in while_inactive), \
+            [show(e) for e in while_inactive]
+        assert "state" not in ids, "chat state delivered while inactive"
+
+        a.send("<active xmlns='%s'/>" % NS_CSI)
+        flushed = a.quiet(1)
+        presences = {(e.get("from"), e.findtext(q("jabber:client", "status")))
+                     for e in flushed if local(e.tag) == "presence"}
+        assert presences == {(b.jid, "b2"), (c.jid, "c1")}, [show(e) for e in flushed]
+        assert "state" not in [e.get("id") for e in flushed], "chat state queued, not dropped"
+
+        # Active again: presence goes straight through.
+        b.send("<presence to='%s'><status>b3</status></presence>" % a.jid)
+        got = a.next(2)
+        assert local(got.tag) == "presence" and got.findtext(q("jabber:client", "status")) == "b3"
