@@ -104,11 +104,13 @@ def running_node(node):
 
 # -- c2s -----------------------------------------------------------------------
 
-def setup_c2s(node, users=None, **c2s):
+def setup_c2s(node, users=None, log_level=None, **c2s):
     """A node with a direct-TLS listener next to the STARTTLS one, the c2s settings given,
     the test accounts (kt.xmpp.PASSWORDS) created, and kontalkd started."""
     node.add_c2s_listener("direct")
     node.conf["c2s"].update(c2s)
+    if log_level:
+        node.conf["core"]["log_level"] = log_level
     node.init_db()
     for user, password in (PASSWORDS if users is None else users).items():
         node.add_user(user, password)
@@ -130,11 +132,12 @@ def check_sanitizer_reports(node):
 
 @pytest.fixture
 def make_c2s_node(make_node):
-    """Factory: make_c2s_node(users=None, **c2s_settings) -> a started node (its own config)."""
+    """Factory: make_c2s_node(users=None, log_level=None, **c2s_settings) -> a started node
+    (its own configuration)."""
     made = []
 
-    def make(users=None, **c2s):
-        made.append(setup_c2s(make_node(), users, **c2s))
+    def make(users=None, log_level=None, **c2s):
+        made.append(setup_c2s(make_node(), users, log_level, **c2s))
         return made[-1]
     yield make
     for node in made:

@@ -3,6 +3,7 @@ timeout, XEP-0199 pings to idle clients, connections per IP, output queue of a c
 not read, XEP-0198 resumption window and unacked queue, resource_conflict = "refuse".
 """
 
+import re
 import socket
 import ssl
 import time
@@ -153,7 +154,7 @@ def test_rate_limit(make_c2s_node):
 def test_max_output_for_a_client_that_does_not_read(make_c2s_node):
     """A client that keeps sending but never reads: its answers pile up in the server; past
     max_output the server ends the stream instead of growing its memory."""
-    node = make_c2s_node(max_output=65536)
+    node = make_c2s_node(max_output=65536, log_level="debug")
     c = client_for(node, rcvbuf=4096, source="127.0.0.7")
     c.login("alice", PASSWORDS["alice"], "noreader")
     rss_before = node.rss_kb()
@@ -183,6 +184,10 @@ def test_max_output_for_a_client_that_does_not_read(make_c2s_node):
         c.drop()
     assert closed_on_send is not None or c.ended is not None, \
         "sent %d bytes, connection still open" % sent
+    # Closed for the right reason (the stream error itself is lost with the unread data): the
+    # debug log says why the connection ended.
+    assert re.search(r"c2s\[\d+\] alice@\S+/noreader: .*(output|not reading)", node.log()), \
+        "no output-limit close in the log:\n" + node.log()[-3000:]
     # The node still serves others.
     with logged_in(node, resource="reader") as ok:
         assert ok.jid.endswith("/reader")
