@@ -254,6 +254,7 @@ struct worker {
     double rate;     /* this thread's share of the login rate */
     int conc;        /* this thread's share of the login concurrency (0: unlimited) */
     uint64_t hold_until;
+    bool timing_out;
     uint64_t last_delivery; /* newest message/presence delivery (throughput end) */
     struct xdoc doc; /* scratch for the element being handled */
     /* results */

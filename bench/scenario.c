@@ -211,6 +211,7 @@ void scenario_online(struct client *c)
     c->phase_done = true;
     w->inflight--;
     w->ok++;
+    w->last_delivery = c->t_online;
     if (measuring)
         samples_add(&w->lat, c->t_online - c->t_start);
     worker_done_one(w);
@@ -235,6 +236,8 @@ void scenario_closed(struct client *c)
             c->phase_done = true;
             w->inflight--;
             w->failed++;
+            if (!w->timing_out) /* a phase's end is its last answer, not our give-up time */
+                w->last_delivery = bench_now_ns();
             worker_done_one(w);
         } else if (c->state == CS_FAILED) {
             w->errors++;
@@ -267,6 +270,7 @@ void scenario_closed(struct client *c)
 void scenario_phase_begin(struct worker *w)
 {
     w->pending = 0;
+    w->timing_out = false;
     for (int k = 0; k < w->nclients; k++)
         w->clients[k]->phase_done = false;
     switch (w->phase) {
@@ -378,6 +382,7 @@ int scenario_tick(struct worker *w, uint64_t now)
 
 void scenario_phase_timeout(struct worker *w)
 {
+    w->timing_out = true;
     for (int k = 0; k < w->nclients; k++) {
         struct client *c = w->clients[k];
         if (w->phase == PH_LOGIN && !c->phase_done && c->state != CS_IDLE)
@@ -410,6 +415,17 @@ static const char *first_error(void)
         if (clients[i].fail[0])
             return clients[i].fail;
     return NULL;
+}
+
+/* Wall time of a login phase: from its start to the last login answered (success or
+ * failure), so that clients given up after --timeout do not stretch it. */
+static double login_wall(uint64_t t0)
+{
+    uint64_t last = t0;
+    for (int t = 0; t < opt.threads; t++)
+        if (workers[t].last_delivery > last)
+            last = workers[t].last_delivery;
+    return (double)(last - t0) / 1e9;
 }
 
 static void collect(struct result *r)
@@ -511,7 +527,9 @@ static int run_login(struct result *r)
     }
     measuring = true;
     double c0 = cpu_seconds();
-    r->wall = secs(workers_run_phase(PH_LOGIN));
+    uint64_t t0 = bench_now_ns();
+    workers_run_phase(PH_LOGIN);
+    r->wall = login_wall(t0);
     r->cpu = cpu_seconds() - c0;
     collect(r);
     r->rate_name = "logins/s";
@@ -610,7 +628,6 @@ static int run_idle(struct result *r)
 static int run_presence(struct result *r)
 {
     measuring = false;
-    int setup_ok = 1;
     if (!opt.skip_setup) {
         login_all();
         uint64_t t = workers_run_phase(PH_SETUP);
@@ -620,7 +637,10 @@ static int run_presence(struct result *r)
         if (!opt.json_only)
             printf("presence setup: %ld/%d users subscribed to all %d contacts in %.1f s\n", done,
                    nclients_total, opt.roster, secs(t));
-        setup_ok = done == nclients_total;
+        /* Not fatal by itself: some servers skip 'subscribed' echoes for subscriptions that
+         * already exist; the measured phase checks every contact anyway. */
+        if (done < nclients_total)
+            bench_warn("presence setup incomplete: %ld of %d users", done, nclients_total);
         workers_run_phase(PH_LOGOUT);
         reset_counters();
         for (int i = 0; i < nclients_total; i++)
@@ -655,7 +675,7 @@ static int run_presence(struct result *r)
              "  %-22s %d contacts each\n  %-22s %ld\n  %-22s %ld / %ld\n", "roster", opt.roster,
              "presences received", pres, "contacts seen online", edges, want);
     workers_run_phase(PH_LOGOUT);
-    return r->failed || edges < want || !setup_ok ? 1 : 0;
+    return r->failed || edges < want ? 1 : 0;
 }
 
 int scenario_run(void)
