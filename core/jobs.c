@@ -54,6 +54,7 @@ struct kt_workers {
     pthread_cond_t cond;
     struct job *head, *tail;
     bool stopping;
+    bool joined; /* kt_workers_stop() ran: threads gone, struct still valid */
     atomic_uint pending; /* submitted and whose run() has not returned */
     unsigned n;
     struct worker *workers;
@@ -170,11 +171,9 @@ fail:
     return NULL;
 }
 
-void kt_workers_free(struct kt_workers **wp)
+void kt_workers_stop(struct kt_workers *w)
 {
-    struct kt_workers *w = *wp;
-
-    if (!w)
+    if (!w || w->joined)
         return;
     pthread_mutex_lock(&w->lock);
     w->stopping = true;
@@ -185,6 +184,16 @@ void kt_workers_free(struct kt_workers **wp)
         kt_db_free(&w->workers[i].db);
     }
     kt_assert(w->head == NULL);
+    w->joined = true;
+}
+
+void kt_workers_free(struct kt_workers **wp)
+{
+    struct kt_workers *w = *wp;
+
+    if (!w)
+        return;
+    kt_workers_stop(w);
     pthread_cond_destroy(&w->cond);
     pthread_mutex_destroy(&w->lock);
     free(w->workers);

@@ -8,7 +8,7 @@
  * the main thread with sigwaitinfo(), so no handler runs in async context.
  * Shutdown: modules stop (reverse order), the worker pool drains its queue
  * (done callbacks still reach the running loops), the loops stop and join,
- * modules are freed. */
+ * modules are freed, then the pool (modules may hold job queues). */
 #include "config.h"
 #include "core/admin.h"
 #include "core/core_conf.h"
@@ -296,13 +296,14 @@ stop:
      * database away, queued jobs would wait forever: give up on them. */
     if (!kt_db_is_up())
         kt_db_stop();
-    kt_workers_free(&srv.core.workers);
+    kt_workers_stop(srv.core.workers);
     for (unsigned i = 0; i < nthreads; i++)
         kt_loop_stop(srv.core.loops[i]);
     for (unsigned i = 0; i < nthreads; i++)
         pthread_join(threads[i], NULL);
     kt_admin_free(&admin);
-    kt_modules_free(&mods);
+    kt_modules_free(&mods); /* modules free their job queues before the pool goes */
+    kt_workers_free(&srv.core.workers);
     for (unsigned i = 0; i < srv.core.nloops; i++)
         kt_loop_free(&srv.core.loops[i]);
     free(srv.core.loops);

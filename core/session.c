@@ -240,6 +240,11 @@ struct kt_session *kt_sessions_find(struct kt_sessions *reg, const struct kt_jid
     return s;
 }
 
+bool kt_session_is_bound(const struct kt_session *s)
+{
+    return atomic_load(&s->bound);
+}
+
 unsigned kt_sessions_count(struct kt_sessions *reg)
 {
     return atomic_load(&reg->count);

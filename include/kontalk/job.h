@@ -19,7 +19,11 @@ typedef void (*kt_job_done_fn)(void *data);
 
 /* n threads, each with its own kt_db built from db_conf (NULL: no database). */
 KT_API struct kt_workers *kt_workers_new(unsigned n, const struct kt_db_conf *db_conf);
-/* Finishes queued jobs, then joins the threads. */
+/* Finishes queued jobs (job queues included), then joins the threads. The
+ * object stays valid, so job queues can still be freed afterwards; no job
+ * may be submitted any more. */
+KT_API void kt_workers_stop(struct kt_workers *w);
+/* Stops (if not yet stopped) and frees. Free every kt_jobq first. */
 KT_API void kt_workers_free(struct kt_workers **w);
 KT_API unsigned kt_workers_pending(const struct kt_workers *w);
 

@@ -55,6 +55,9 @@ KT_API void kt_session_set_owner(struct kt_session *s, const struct kt_session_o
  * owner, so no callback reaches it any more. Drop your reference after. */
 KT_API void kt_session_close(struct kt_sessions *reg, struct kt_session *s);
 
+/* Whether s is still registered (deliveries can succeed). Any thread. */
+KT_API bool kt_session_is_bound(const struct kt_session *s);
+
 /* The live session of a full JID, with a reference, or NULL. Any thread. */
 KT_API struct kt_session *kt_sessions_find(struct kt_sessions *reg, const struct kt_jid *full);
 KT_API unsigned kt_sessions_count(struct kt_sessions *reg);

@@ -53,13 +53,27 @@ static int sm_init(struct kt_core *core, const void *conf, const config_setting_
     sm->core = core;
     sm->conf = conf;
     sm->started = time(NULL);
+    sm->users = sm_users_new();
     *state_r = sm;
-    if (sm_services_init(sm) < 0 || sm_vcard_init(sm) < 0 || sm_disco_init(sm) < 0)
+    if (sm_offline_init(sm) < 0 || sm_delivery_init(sm) < 0 || sm_services_init(sm) < 0 ||
+        sm_vcard_init(sm) < 0 || sm_disco_init(sm) < 0)
         return -1;
-    kt_log(KT_LOG_NOTICE, "sm: loaded; ping, version, time, last activity, disco and vcard-temp "
-                          "are served; roster, presence and offline storage are not implemented "
-                          "yet");
+    kt_log(KT_LOG_NOTICE, "sm: loaded; message delivery, offline storage and the server's iq "
+                          "services work; roster, subscriptions and presence broadcast are not "
+                          "implemented yet");
     return 0;
+}
+
+static int sm_start(void *state)
+{
+    sm_offline_start(state);
+    return 0;
+}
+
+/* Job queues go before the worker pool stops (see kt_workers_stop). */
+static void sm_stop(void *state)
+{
+    sm_offline_stop(state);
 }
 
 static void sm_free(void *state)
@@ -67,6 +81,8 @@ static void sm_free(void *state)
     struct sm *sm = state;
     if (!sm)
         return;
+    sm_offline_free(sm);
+    sm_users_free(&sm->users);
     free(sm->features);
     free(sm);
 }
@@ -78,5 +94,7 @@ KT_MODULE(sm) = {
     .settings = sm_settings,
     .conf_size = sizeof(struct sm_conf),
     .init = sm_init,
+    .start = sm_start,
+    .stop = sm_stop,
     .free = sm_free,
 };

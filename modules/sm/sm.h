@@ -21,10 +21,20 @@ struct sm_conf {
     long long vcard_max;      /* bytes of one vCard */
 };
 
+#define SM_OFFLINE_QUEUES 16
+
+struct sm_users;
+struct kt_session;
+struct kt_timer;
+
 struct sm {
     struct kt_core *core;
     const struct sm_conf *conf;
     time_t started;
+    struct sm_users *users; /* resources, availability, priority (users.c) */
+    /* Offline storage work, serialised per recipient (offline.c). */
+    struct kt_jobq *offline_queues[SM_OFFLINE_QUEUES];
+    struct kt_timer *purge_timer; /* on loop 0 */
     /* Service discovery features of the node, registered by each part at
      * init (so disco lists exactly what is implemented). */
     const char **features;
@@ -41,7 +51,30 @@ bool sm_to_server(const struct sm *sm, const struct kt_stanza *st);
 /* Sends st through the router (a reply built by a part). Takes no reference. */
 void sm_send(struct sm *sm, struct kt_stanza *st);
 
+/* users.c: who is online here, for delivery to bare JIDs. */
+struct sm_users *sm_users_new(void);
+void sm_users_free(struct sm_users **u);
+/* Records s's availability and priority; true when this is the moment to
+ * send it the stored offline messages (first available, priority >= 0). */
+bool sm_users_presence(struct sm_users *u, struct kt_session *s, bool available, int priority);
+/* The available resources of jid's user with the highest priority >= 0
+ * (references in out, at most max). */
+unsigned sm_users_targets(struct sm_users *u, const struct kt_jid *jid,
+                          struct kt_session **out, unsigned max);
+
+/* offline.c */
+bool sm_offline_storable(const struct kt_stanza *st);
+/* Stores a message for its (bare) recipient; bounces it on failure. */
+void sm_offline_store(struct sm *sm, struct kt_stanza *st);
+/* Sends s the stored messages of its user, then deletes them. */
+void sm_offline_deliver(struct sm *sm, struct kt_session *s);
+int sm_offline_init(struct sm *sm);
+void sm_offline_start(struct sm *sm);
+void sm_offline_stop(struct sm *sm);
+void sm_offline_free(struct sm *sm); /* after the worker pool stopped, before it is freed */
+
 /* Parts. Each returns 0 or -1 (and logs why). */
+int sm_delivery_init(struct sm *sm); /* messages to users, presence of local resources */
 int sm_services_init(struct sm *sm); /* ping, version, time, last activity of the node */
 int sm_disco_init(struct sm *sm);    /* disco#info and disco#items of the node */
 int sm_vcard_init(struct sm *sm);    /* vcard-temp */

@@ -267,13 +267,14 @@ class Node:
         """kontalkd -f with stderr to the log; waits for the "started" line unless wait=False."""
         assert self.proc is None or self.proc.poll() is not None, "node already running"
         self.write_config()
+        since = len(self.log())  # a restart must not match the previous run's line
         self._log_file = open(self.log_path, "ab")
         self.proc = subprocess.Popen([kontalkd_path(), "-f", "-c", self.conf_path],
                                      stdin=subprocess.DEVNULL, stdout=self._log_file,
                                      stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
         if wait:
             try:
-                self.wait_log(STARTED_RE, timeout=timeout)
+                self.wait_log(STARTED_RE, timeout=timeout, since=since)
             except AssertionError:
                 self.kill()
                 raise

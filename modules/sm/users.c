@@ -1,0 +1,167 @@
+/* The users of this node that have sessions, with each resource's
+ * availability and priority (RFC 6121 §4.7.2.3), for delivery to bare JIDs.
+ * Shared by every I/O thread: 32 shards, each a mutex and a chained hash by
+ * bare JID. A resource holds a reference on its kt_session; entries whose
+ * session is no longer bound are pruned whenever their user is touched, and
+ * a user with no resource left is removed. */
+#include "config.h"
+#include "modules/sm/sm.h"
+
+#include <kontalk/session.h>
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SHARDS 32
+#define BUCKETS 256
+
+struct sm_res {
+    struct kt_session *session;
+    int priority;
+    bool available;
+    bool offline_done; /* stored messages were sent to this resource */
+};
+
+struct sm_user {
+    char *bare;
+    struct sm_res *res;
+    unsigned nres;
+    struct sm_user *next;
+};
+
+struct sm_users {
+    struct {
+        pthread_mutex_t lock;
+        struct sm_user *buckets[BUCKETS];
+    } shards[SHARDS];
+};
+
+static unsigned hash(const char *s)
+{
+    unsigned h = 2166136261u;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 16777619u;
+    return h;
+}
+
+struct sm_users *sm_users_new(void)
+{
+    struct sm_users *u = kt_new(struct sm_users);
+    for (unsigned i = 0; i < SHARDS; i++)
+        pthread_mutex_init(&u->shards[i].lock, NULL);
+    return u;
+}
+
+static void user_free(struct sm_user *user)
+{
+    for (unsigned i = 0; i < user->nres; i++)
+        kt_session_unref(&user->res[i].session);
+    free(user->res);
+    free(user->bare);
+    free(user);
+}
+
+void sm_users_free(struct sm_users **up)
+{
+    struct sm_users *u = *up;
+    if (!u)
+        return;
+    for (unsigned i = 0; i < SHARDS; i++) {
+        for (unsigned b = 0; b < BUCKETS; b++)
+            while (u->shards[i].buckets[b]) {
+                struct sm_user *user = u->shards[i].buckets[b];
+                u->shards[i].buckets[b] = user->next;
+                user_free(user);
+            }
+        pthread_mutex_destroy(&u->shards[i].lock);
+    }
+    free(u);
+    *up = NULL;
+}
+
+/* Under the shard lock: the user's slot, and dead resources pruned. */
+static struct sm_user **find(struct sm_users *u, unsigned h, const char *bare)
+{
+    struct sm_user **p = &u->shards[h % SHARDS].buckets[(h / SHARDS) % BUCKETS];
+    while (*p && strcmp((*p)->bare, bare) != 0)
+        p = &(*p)->next;
+    if (*p) {
+        struct sm_user *user = *p;
+        unsigned j = 0;
+        for (unsigned i = 0; i < user->nres; i++) {
+            if (kt_session_is_bound(user->res[i].session))
+                user->res[j++] = user->res[i];
+            else
+                kt_session_unref(&user->res[i].session);
+        }
+        user->nres = j;
+    }
+    return p;
+}
+
+static void drop_if_empty(struct sm_user **p)
+{
+    if (*p && (*p)->nres == 0) {
+        struct sm_user *gone = *p;
+        *p = gone->next;
+        user_free(gone);
+    }
+}
+
+bool sm_users_presence(struct sm_users *u, struct kt_session *s, bool available, int priority)
+{
+    const struct kt_jid *full = kt_session_jid(s);
+    unsigned h = hash(full->bare);
+    bool deliver_offline = false;
+    pthread_mutex_lock(&u->shards[h % SHARDS].lock);
+    struct sm_user **p = find(u, h, full->bare);
+    if (!*p) {
+        *p = kt_new(struct sm_user);
+        (*p)->bare = kt_strdup(full->bare);
+    }
+    struct sm_user *user = *p;
+    struct sm_res *r = NULL;
+    for (unsigned i = 0; i < user->nres; i++)
+        if (user->res[i].session == s)
+            r = &user->res[i];
+    if (!r) {
+        user->res = kt_realloc(user->res, (user->nres + 1) * sizeof(*user->res));
+        r = &user->res[user->nres++];
+        *r = (struct sm_res){.session = kt_session_ref(s)};
+    }
+    r->available = available;
+    r->priority = priority;
+    /* RFC 6121 §4.7.2 / XEP-0160: stored messages go out with the first
+     * available presence of non-negative priority. */
+    if (available && priority >= 0 && !r->offline_done) {
+        r->offline_done = true;
+        deliver_offline = true;
+    }
+    if (!available) /* messages stored meanwhile go out when it comes back */
+        r->offline_done = false;
+    drop_if_empty(p);
+    pthread_mutex_unlock(&u->shards[h % SHARDS].lock);
+    return deliver_offline;
+}
+
+unsigned sm_users_targets(struct sm_users *u, const struct kt_jid *jid,
+                          struct kt_session **out, unsigned max)
+{
+    unsigned h = hash(jid->bare), n = 0;
+    pthread_mutex_lock(&u->shards[h % SHARDS].lock);
+    struct sm_user **p = find(u, h, jid->bare);
+    if (*p) {
+        int best = -1;
+        for (unsigned i = 0; i < (*p)->nres; i++)
+            if ((*p)->res[i].available && (*p)->res[i].priority > best)
+                best = (*p)->res[i].priority;
+        /* Never to negative priorities; all resources that tie for the top. */
+        for (unsigned i = 0; best >= 0 && i < (*p)->nres && n < max; i++)
+            if ((*p)->res[i].available && (*p)->res[i].priority == best)
+                out[n++] = kt_session_ref((*p)->res[i].session);
+        drop_if_empty(p);
+    }
+    pthread_mutex_unlock(&u->shards[h % SHARDS].lock);
+    return n;
+}
