@@ -82,10 +82,25 @@ def make_node(binaries, mariadb, certs, tmp_path):
         return node
 
     yield make
+    problems = []
     for node in made:
+        # A clean SIGTERM stop ends every test: exit 0, and in a sanitizer build the leak
+        # check runs at exit, so every test is also a leak test.
+        if node.running():
+            try:
+                rc = node.stop(timeout=20)
+            except AssertionError as e:
+                rc, problems = None, problems + [str(e)[-3000:]]
+            if rc not in (0, None):
+                problems.append("kontalkd exited %d on SIGTERM:\n%s" % (rc, node.all_logs()[-3000:]))
         node.kill()
+        found = SANITIZER_RE.findall(node.all_logs())
+        if found:
+            problems.append("sanitizer reports in %s:\n%s" % (node.log_path, "\n".join(found[:10])))
         if node.db.pid() is not None:
             node.db.drop_database(node.db_name)
+    if problems:
+        pytest.fail("\n".join(problems))
 
 
 @pytest.fixture
@@ -156,6 +171,8 @@ def c2s_node(binaries, mariadb, certs, tmp_path_factory):
     try:
         setup_c2s(node, auth_attempts_per_ip=100000)
         yield node
+        if node.running():
+            assert node.stop(timeout=20) == 0, node.all_logs()[-3000:]
         check_sanitizer_reports(node)
     finally:
         node.kill()
