@@ -45,6 +45,14 @@ void sm_send(struct sm *sm, struct kt_stanza *st)
     kt_router_dispatch(sm->core->router, st);
 }
 
+struct kt_jobq *sm_user_queue(struct sm *sm, const char *local)
+{
+    unsigned h = 0;
+    for (const char *p = local; *p; p++)
+        h = h * 31 + (unsigned char)*p;
+    return sm->user_queues[h % SM_USER_QUEUES];
+}
+
 static int sm_init(struct kt_core *core, const void *conf, const config_setting_t *group,
                    void **state_r)
 {
@@ -54,6 +62,8 @@ static int sm_init(struct kt_core *core, const void *conf, const config_setting_
     sm->conf = conf;
     sm->started = time(NULL);
     sm->users = sm_users_new();
+    for (unsigned i = 0; i < SM_USER_QUEUES; i++)
+        sm->user_queues[i] = kt_jobq_new(core->workers);
     *state_r = sm;
     if (sm_offline_init(sm) < 0 || sm_delivery_init(sm) < 0 || sm_services_init(sm) < 0 ||
         sm_vcard_init(sm) < 0 || sm_disco_init(sm) < 0)
@@ -70,7 +80,6 @@ static int sm_start(void *state)
     return 0;
 }
 
-/* Job queues go before the worker pool stops (see kt_workers_stop). */
 static void sm_stop(void *state)
 {
     sm_offline_stop(state);
@@ -81,7 +90,8 @@ static void sm_free(void *state)
     struct sm *sm = state;
     if (!sm)
         return;
-    sm_offline_free(sm);
+    for (unsigned i = 0; i < SM_USER_QUEUES; i++)
+        kt_jobq_free(&sm->user_queues[i]);
     sm_users_free(&sm->users);
     free(sm->features);
     free(sm);

@@ -6,8 +6,8 @@
  * resource-constraint, never a silent drop; an unknown user gets
  * service-unavailable. Rows expire after sm.offline_expire (hourly purge).
  *
- * Order: all work for one recipient goes through one of a few job queues
- * picked by the recipient's name, so messages from one sender are stored
+ * Order: all work for one recipient goes through its user queue
+ * (sm_user_queue), so messages from one sender are stored
  * and delivered in the order they were sent. Delivery happens on the first
  * available presence of non-negative priority: the rows are loaded, handed
  * to the session, and deleted after the hand-over. If the session ends
@@ -42,14 +42,6 @@ bool sm_offline_storable(const struct kt_stanza *st)
     return kt_xml_child(root, "body", KT_NS_CLIENT) || kt_xml_child(root, "body", KT_NS_SERVER) ||
            kt_xml_child(root, "request", NS_RECEIPTS) ||
            kt_xml_child(root, "received", NS_RECEIPTS) || kt_xml_child(root, "x", NS_SIGNED);
-}
-
-static struct kt_jobq *queue_for(struct sm *sm, const char *local)
-{
-    unsigned h = 0;
-    for (const char *p = local; *p; p++)
-        h = h * 31 + (unsigned char)*p;
-    return sm->offline_queues[h % SM_OFFLINE_QUEUES];
 }
 
 /* --- storing --- */
@@ -137,7 +129,7 @@ void sm_offline_store(struct sm *sm, struct kt_stanza *st)
     j->wire = kt_strndup(wire, len);
     j->wire_len = len;
     kt_stanza_unref(&copy);
-    kt_job_submit(sm->core->workers, queue_for(sm, to->local), store_run, store_done, j);
+    kt_job_submit(sm->core->workers, sm_user_queue(sm, to->local), store_run, store_done, j);
 }
 
 /* --- delivering --- */
@@ -231,7 +223,7 @@ static void fetch_done(void *data)
         kt_log(KT_LOG_DEBUG, "sm: %u offline messages to %s", delivered,
                kt_session_jid(j->session)->full);
         kt_db_result_free(&j->rows);
-        kt_job_submit(j->sm->core->workers, queue_for(j->sm, j->local), delete_run, fetch_free,
+        kt_job_submit(j->sm->core->workers, sm_user_queue(j->sm, j->local), delete_run, fetch_free,
                       j);
         return;
     }
@@ -246,7 +238,7 @@ void sm_offline_deliver(struct sm *sm, struct kt_session *s)
     j->sm = sm;
     j->session = kt_session_ref(s);
     j->local = kt_strdup(kt_session_jid(s)->local);
-    kt_job_submit(sm->core->workers, queue_for(sm, j->local), fetch_run, fetch_done, j);
+    kt_job_submit(sm->core->workers, sm_user_queue(sm, j->local), fetch_run, fetch_done, j);
 }
 
 /* --- expiry --- */
@@ -290,15 +282,8 @@ void sm_offline_stop(struct sm *sm)
 
 int sm_offline_init(struct sm *sm)
 {
-    for (unsigned i = 0; i < SM_OFFLINE_QUEUES; i++)
-        sm->offline_queues[i] = kt_jobq_new(sm->core->workers);
     if (sm->conf->offline_max > 0)
         sm_feature_add(sm, "msgoffline");
     return 0;
 }
 
-void sm_offline_free(struct sm *sm)
-{
-    for (unsigned i = 0; i < SM_OFFLINE_QUEUES; i++)
-        kt_jobq_free(&sm->offline_queues[i]);
-}

@@ -21,7 +21,7 @@ struct sm_conf {
     long long vcard_max;      /* bytes of one vCard */
 };
 
-#define SM_OFFLINE_QUEUES 16
+#define SM_USER_QUEUES 16
 
 struct sm_users;
 struct kt_session;
@@ -32,8 +32,9 @@ struct sm {
     const struct sm_conf *conf;
     time_t started;
     struct sm_users *users; /* resources, availability, priority (users.c) */
-    /* Offline storage work, serialised per recipient (offline.c). */
-    struct kt_jobq *offline_queues[SM_OFFLINE_QUEUES];
+    /* Database work about one user runs in order: one of these queues,
+     * picked by localpart (sm_user_queue). */
+    struct kt_jobq *user_queues[SM_USER_QUEUES];
     struct kt_timer *purge_timer; /* on loop 0 */
     /* Service discovery features of the node, registered by each part at
      * init (so disco lists exactly what is implemented). */
@@ -50,6 +51,10 @@ bool sm_is_local(const struct sm *sm, const struct kt_jid *jid);
 bool sm_to_server(const struct sm *sm, const struct kt_stanza *st);
 /* Sends st through the router (a reply built by a part). Takes no reference. */
 void sm_send(struct sm *sm, struct kt_stanza *st);
+/* The job queue for database work about the user `local`: jobs for one user
+ * run one at a time, in submission order (a set then a get, stored messages
+ * then their delivery). */
+struct kt_jobq *sm_user_queue(struct sm *sm, const char *local);
 
 /* users.c: who is online here, for delivery to bare JIDs. */
 struct sm_users *sm_users_new(void);
@@ -71,7 +76,6 @@ void sm_offline_deliver(struct sm *sm, struct kt_session *s);
 int sm_offline_init(struct sm *sm);
 void sm_offline_start(struct sm *sm);
 void sm_offline_stop(struct sm *sm);
-void sm_offline_free(struct sm *sm); /* after the worker pool stopped, before it is freed */
 
 /* Parts. Each returns 0 or -1 (and logs why). */
 int sm_delivery_init(struct sm *sm); /* messages to users, presence of local resources */

@@ -23,9 +23,8 @@
  * Threads: the hook runs on an I/O thread and only checks and serialises;
  * the query runs on a worker (kt_job_submit), and the reply is built and
  * sent from the job's done() back on the submitting I/O thread. The job
- * keeps a reference to the request. Jobs are not queued per session: a
- * client that pipelines a set and a get without waiting for the set's
- * result may see the old vCard. */
+ * keeps a reference to the request. Jobs go through the owner's user queue
+ * (sm_user_queue), so a set followed by a get sees the new vCard. */
 #include "config.h"
 #include "modules/sm/sm.h"
 
@@ -228,7 +227,7 @@ static enum kt_verdict vcard_iq(struct kt_stanza *st, void *data)
     job->set = set;
     if (set)
         job->data = kt_buf_steal(&b, &job->len);
-    kt_job_submit(sm->core->workers, NULL, vcard_run, vcard_done, job);
+    kt_job_submit(sm->core->workers, sm_user_queue(sm, owner), vcard_run, vcard_done, job);
     return KT_HANDLED;
 }
 
