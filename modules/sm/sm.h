@@ -67,6 +67,16 @@ bool sm_users_presence(struct sm_users *u, struct kt_session *s, bool available,
 unsigned sm_users_targets(struct sm_users *u, const struct kt_jid *jid,
                           struct kt_session **out, unsigned max);
 
+/* XEP-0280: whether s gets carbon copies. */
+void sm_users_set_carbons(struct sm_users *u, struct kt_session *s, bool enabled);
+/* Resources of jid's user with carbons enabled, except `except` (references). */
+unsigned sm_users_carbon_targets(struct sm_users *u, const struct kt_jid *jid,
+                                 const struct kt_session *except, struct kt_session **out,
+                                 unsigned max);
+/* Every resource of jid's user (available ones only if asked), references. */
+unsigned sm_users_resources(struct sm_users *u, const struct kt_jid *jid, bool available_only,
+                            struct kt_session **out, unsigned max);
+
 /* offline.c */
 bool sm_offline_storable(const struct kt_stanza *st);
 /* Stores a message for its (bare) recipient; bounces it on failure. */

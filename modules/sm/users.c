@@ -21,6 +21,7 @@ struct sm_res {
     int priority;
     bool available;
     bool offline_done; /* stored messages were sent to this resource */
+    bool carbons;      /* XEP-0280 enabled */
 };
 
 struct sm_user {
@@ -109,27 +110,16 @@ static void drop_if_empty(struct sm_user **p)
     }
 }
 
+static struct sm_res *res_of(struct sm_users *u, struct kt_session *s, unsigned h,
+                             struct sm_user ***slot_r);
+
 bool sm_users_presence(struct sm_users *u, struct kt_session *s, bool available, int priority)
 {
-    const struct kt_jid *full = kt_session_jid(s);
-    unsigned h = hash(full->bare);
+    unsigned h = hash(kt_session_jid(s)->bare);
+    struct sm_user **slot;
     bool deliver_offline = false;
     pthread_mutex_lock(&u->shards[h % SHARDS].lock);
-    struct sm_user **p = find(u, h, full->bare);
-    if (!*p) {
-        *p = kt_new(struct sm_user);
-        (*p)->bare = kt_strdup(full->bare);
-    }
-    struct sm_user *user = *p;
-    struct sm_res *r = NULL;
-    for (unsigned i = 0; i < user->nres; i++)
-        if (user->res[i].session == s)
-            r = &user->res[i];
-    if (!r) {
-        user->res = kt_realloc(user->res, (user->nres + 1) * sizeof(*user->res));
-        r = &user->res[user->nres++];
-        *r = (struct sm_res){.session = kt_session_ref(s)};
-    }
+    struct sm_res *r = res_of(u, s, h, &slot);
     r->available = available;
     r->priority = priority;
     /* RFC 6121 §4.7.2 / XEP-0160: stored messages go out with the first
@@ -140,9 +130,76 @@ bool sm_users_presence(struct sm_users *u, struct kt_session *s, bool available,
     }
     if (!available) /* messages stored meanwhile go out when it comes back */
         r->offline_done = false;
-    drop_if_empty(p);
+    drop_if_empty(slot);
     pthread_mutex_unlock(&u->shards[h % SHARDS].lock);
     return deliver_offline;
+}
+
+/* The resource record of s, creating the user and resource if needed.
+ * Under the shard lock. */
+static struct sm_res *res_of(struct sm_users *u, struct kt_session *s, unsigned h,
+                             struct sm_user ***slot_r)
+{
+    const struct kt_jid *full = kt_session_jid(s);
+    struct sm_user **p = find(u, h, full->bare);
+    if (!*p) {
+        *p = kt_new(struct sm_user);
+        (*p)->bare = kt_strdup(full->bare);
+    }
+    struct sm_user *user = *p;
+    *slot_r = p;
+    for (unsigned i = 0; i < user->nres; i++)
+        if (user->res[i].session == s)
+            return &user->res[i];
+    user->res = kt_realloc(user->res, (user->nres + 1) * sizeof(*user->res));
+    struct sm_res *r = &user->res[user->nres++];
+    *r = (struct sm_res){.session = kt_session_ref(s)};
+    return r;
+}
+
+void sm_users_set_carbons(struct sm_users *u, struct kt_session *s, bool enabled)
+{
+    unsigned h = hash(kt_session_jid(s)->bare);
+    struct sm_user **slot;
+    pthread_mutex_lock(&u->shards[h % SHARDS].lock);
+    res_of(u, s, h, &slot)->carbons = enabled;
+    drop_if_empty(slot);
+    pthread_mutex_unlock(&u->shards[h % SHARDS].lock);
+}
+
+unsigned sm_users_carbon_targets(struct sm_users *u, const struct kt_jid *jid,
+                                 const struct kt_session *except, struct kt_session **out,
+                                 unsigned max)
+{
+    unsigned h = hash(jid->bare), n = 0;
+    pthread_mutex_lock(&u->shards[h % SHARDS].lock);
+    struct sm_user **p = find(u, h, jid->bare);
+    if (*p) {
+        for (unsigned i = 0; i < (*p)->nres && n < max; i++) {
+            const struct sm_res *r = &(*p)->res[i];
+            if (r->carbons && r->session != except)
+                out[n++] = kt_session_ref(r->session);
+        }
+        drop_if_empty(p);
+    }
+    pthread_mutex_unlock(&u->shards[h % SHARDS].lock);
+    return n;
+}
+
+unsigned sm_users_resources(struct sm_users *u, const struct kt_jid *jid, bool available_only,
+                            struct kt_session **out, unsigned max)
+{
+    unsigned h = hash(jid->bare), n = 0;
+    pthread_mutex_lock(&u->shards[h % SHARDS].lock);
+    struct sm_user **p = find(u, h, jid->bare);
+    if (*p) {
+        for (unsigned i = 0; i < (*p)->nres && n < max; i++)
+            if (!available_only || (*p)->res[i].available)
+                out[n++] = kt_session_ref((*p)->res[i].session);
+        drop_if_empty(p);
+    }
+    pthread_mutex_unlock(&u->shards[h % SHARDS].lock);
+    return n;
 }
 
 unsigned sm_users_targets(struct sm_users *u, const struct kt_jid *jid,
