@@ -66,7 +66,8 @@ static int sm_init(struct kt_core *core, const void *conf, const config_setting_
         sm->user_queues[i] = kt_jobq_new(core->workers);
     *state_r = sm;
     if (sm_offline_init(sm) < 0 || sm_delivery_init(sm) < 0 || sm_services_init(sm) < 0 ||
-        sm_vcard_init(sm) < 0 || sm_disco_init(sm) < 0)
+        sm_vcard_init(sm) < 0 || sm_carbons_init(sm) < 0 || sm_blocking_init(sm) < 0 ||
+        sm_disco_init(sm) < 0)
         return -1;
     kt_log(KT_LOG_NOTICE, "sm: loaded; message delivery, offline storage and the server's iq "
                           "services work; roster, subscriptions and presence broadcast are not "
@@ -92,6 +93,7 @@ static void sm_free(void *state)
         return;
     for (unsigned i = 0; i < SM_USER_QUEUES; i++)
         kt_jobq_free(&sm->user_queues[i]);
+    sm_blocking_free(sm);
     sm_users_free(&sm->users);
     free(sm->features);
     free(sm);

@@ -40,6 +40,7 @@ struct sm {
      * init (so disco lists exactly what is implemented). */
     const char **features;
     unsigned nfeatures;
+    struct sm_blocking *blocking; /* cached blocklists (blocking.c) */
 };
 
 /* Registers a disco#info feature of the node (a static string). Init only. */
@@ -86,6 +87,23 @@ void sm_offline_deliver(struct sm *sm, struct kt_session *s);
 int sm_offline_init(struct sm *sm);
 void sm_offline_start(struct sm *sm);
 void sm_offline_stop(struct sm *sm);
+
+/* carbons.c: XEP-0280. Its message hooks run after blocking's and, on the
+ * LOCAL stage, before delivery.c's (-100). */
+#define SM_PRIO_CARBONS (-50)
+int sm_carbons_init(struct sm *sm);
+
+/* blocking.c: XEP-0191. Its IN hook runs before every other. */
+#define SM_PRIO_BLOCKING 1000
+struct sm_blocking;
+int sm_blocking_init(struct sm *sm);
+void sm_blocking_free(struct sm *sm);
+/* Whether user's blocklist blocks contact (§3.7 matching). Any thread, never
+ * waits: false while user's list is not loaded. A local resource's initial
+ * presence is held until its user's list is loaded, so presence broadcast
+ * that follows it sees the list. */
+bool sm_blocking_is_blocked(struct sm *sm, const struct kt_jid *user,
+                            const struct kt_jid *contact);
 
 /* Parts. Each returns 0 or -1 (and logs why). */
 int sm_delivery_init(struct sm *sm); /* messages to users, presence of local resources */
