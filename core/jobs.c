@@ -26,6 +26,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 struct job {
     kt_job_run_fn run;
@@ -33,6 +34,7 @@ struct job {
     void *data;
     struct kt_loop *loop; /* where done() goes; NULL: run it on the worker */
     struct kt_jobq *q;
+    struct kt_workers *w;
     struct job *next;
 };
 
@@ -56,6 +58,10 @@ struct kt_workers {
     bool stopping;
     bool joined; /* kt_workers_stop() ran: threads gone, struct still valid */
     atomic_uint pending; /* submitted and whose run() has not returned */
+    /* Submitted and whose done() has not returned: kt_workers_stop waits for
+     * zero, because a done() may submit the next job of a chain. */
+    unsigned unfinished; /* under lock */
+    pthread_cond_t idle;
     unsigned n;
     struct worker *workers;
 };
@@ -72,12 +78,22 @@ static void pool_push(struct kt_workers *w, struct job *j)
     pthread_cond_signal(&w->cond);
 }
 
+static void job_finished(struct kt_workers *w)
+{
+    pthread_mutex_lock(&w->lock);
+    if (--w->unfinished == 0)
+        pthread_cond_broadcast(&w->idle);
+    pthread_mutex_unlock(&w->lock);
+}
+
 static void job_post_done(struct kt_loop *loop, void *data)
 {
     struct job *j = data;
+    struct kt_workers *w = j->w;
     (void)loop;
     j->done(j->data);
     free(j);
+    job_finished(w);
 }
 
 /* Called with w->lock held after j's run(): hands its jobq over to the next
@@ -125,11 +141,13 @@ static void *worker_main(void *arg)
         q = j->q;
         if (!j->done) {
             free(j);
+            job_finished(w);
         } else if (j->loop) {
             kt_loop_post(j->loop, job_post_done, j);
         } else {
             j->done(j->data);
             free(j);
+            job_finished(w);
         }
 
         pthread_mutex_lock(&w->lock);
@@ -148,6 +166,7 @@ struct kt_workers *kt_workers_new(unsigned n, const struct kt_db_conf *db_conf)
     kt_assert(n > 0);
     pthread_mutex_init(&w->lock, NULL);
     pthread_cond_init(&w->cond, NULL);
+    pthread_cond_init(&w->idle, NULL);
     atomic_init(&w->pending, 0);
     w->workers = kt_calloc(n, sizeof(*w->workers));
     for (unsigned i = 0; i < n; i++) {
@@ -176,6 +195,16 @@ void kt_workers_stop(struct kt_workers *w)
     if (!w || w->joined)
         return;
     pthread_mutex_lock(&w->lock);
+    /* Wait for every chain of jobs to end (done() callbacks run on loops,
+     * which are still running), bounded in case a loop is stuck. */
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += 30;
+    while (w->unfinished > 0)
+        if (pthread_cond_timedwait(&w->idle, &w->lock, &deadline) != 0) {
+            kt_log(KT_LOG_WARN, "workers: %u jobs still unfinished at shutdown", w->unfinished);
+            break;
+        }
     w->stopping = true;
     pthread_cond_broadcast(&w->cond);
     pthread_mutex_unlock(&w->lock);
@@ -195,6 +224,7 @@ void kt_workers_free(struct kt_workers **wp)
         return;
     kt_workers_stop(w);
     pthread_cond_destroy(&w->cond);
+    pthread_cond_destroy(&w->idle);
     pthread_mutex_destroy(&w->lock);
     free(w->workers);
     free(w);
@@ -217,9 +247,11 @@ void kt_job_submit(struct kt_workers *w, struct kt_jobq *q, kt_job_run_fn run,
     j->data = data;
     j->loop = kt_loop_current();
     j->q = q;
+    j->w = w;
 
     pthread_mutex_lock(&w->lock);
     kt_assert(!w->stopping);
+    w->unfinished++;
     atomic_fetch_add(&w->pending, 1);
     if (q) {
         kt_assert(q->w == w && !q->released);

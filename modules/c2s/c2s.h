@@ -114,6 +114,7 @@ struct c2s_conn {
     struct c2s_sasl *sasl;
     struct c2s_sm *sm;       /* XEP-0198 state once enabled */
     bool peer_closed_stream; /* the client sent </stream:stream> */
+    struct kt_stanza *presence; /* last available broadcast presence; NULL: unavailable */
     bool csi_inactive;
     struct kt_stanza **csi_held;
     unsigned csi_nheld;
@@ -147,6 +148,9 @@ void c2s_write_stanza(struct c2s_conn *cc, struct kt_stanza *st);
 const struct kt_session_ops *c2s_session_ops(void);
 /* cc->full and cc->session are set: log prefix, keepalive timer. */
 void c2s_conn_bound(struct c2s_conn *cc);
+/* On behalf of a resource that goes away without saying so: presence
+ * unavailable from full, through the router (while its session is bound). */
+void c2s_announce_unavailable(struct c2s *c2s, const struct kt_jid *full);
 /* Wakes c2s_stop when the last connection or detached session is gone. */
 void c2s_note_gone(struct c2s *c2s);
 

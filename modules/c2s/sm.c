@@ -64,7 +64,8 @@ struct detached {
     struct kt_jid *full;
     struct c2s_sm *sm;
     struct kt_timer *timer;
-    bool taken; /* under c2s->lock, like sm->unacked */
+    struct kt_stanza *presence; /* last available presence: owes an unavailable at the end */
+    bool taken;     /* under c2s->lock, like sm->unacked */
     struct detached *next; /* in c2s->detached, under c2s->lock */
 };
 
@@ -299,6 +300,7 @@ static void detached_free(struct detached *d)
         kt_session_unref(&d->session);
     }
     kt_jid_free(&d->full);
+    kt_stanza_unref(&d->presence);
     sm_free(&d->sm);
     struct c2s *c2s = d->c2s;
     free(d);
@@ -318,6 +320,8 @@ static void detached_expired(struct kt_loop *loop, void *data)
     if (!mine)
         return; /* a resume won the race; its posted release frees d */
     kt_log(KT_LOG_INFO, "c2s: %s: resumption window expired", d->full->full);
+    if (d->presence)
+        c2s_announce_unavailable(d->c2s, d->full);
     kt_session_unbind(d->c2s->core->sessions, d->session);
     reroute_unacked(d->c2s, d->sm);
     detached_free(d);
@@ -343,6 +347,8 @@ bool c2s_sm_detach(struct c2s_conn *cc)
     d->session = cc->session;
     d->full = cc->full;
     d->sm = sm;
+    d->presence = cc->presence;
+    cc->presence = NULL;
     cc->session = NULL;
     cc->full = NULL;
     cc->sm = NULL;
@@ -453,6 +459,8 @@ static void resume(struct c2s_conn *cc, const char *previd, uint32_t h, bool may
     if (d && claim(c2s, d)) {
         sm = d->sm;
         d->sm = NULL;
+        cc->presence = d->presence; /* the resumed stream owes it now */
+        d->presence = NULL;
     } else if (!d && may_take_over) {
         live_loop = live_find(c2s, previd, cc->user);
     }
@@ -486,6 +494,10 @@ static void resume(struct c2s_conn *cc, const char *previd, uint32_t h, bool may
     }
     live_add(cc);
     c2s_conn_bound(cc);
+    /* The session manager knows the resource by its session: tell it the
+     * new one is available, as the old one was. */
+    if (cc->presence)
+        kt_router_dispatch(c2s->core->router, cc->presence);
     char buf[160];
     snprintf(buf, sizeof(buf), "<resumed xmlns='" NS_SM "' h='%u' previd='%s'/>", sm->h_in,
              sm->id);
@@ -549,6 +561,8 @@ static void release_on_loop(struct kt_loop *loop, void *data)
 {
     (void)loop;
     struct detached *d = data;
+    if (d->presence)
+        c2s_announce_unavailable(d->c2s, d->full);
     kt_session_unbind(d->c2s->core->sessions, d->session);
     reroute_unacked(d->c2s, d->sm);
     detached_free(d);

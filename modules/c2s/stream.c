@@ -92,11 +92,31 @@ static void send_header(struct c2s_conn *cc)
 
 /* The stream is ending: from now on stanzas for this resource are routed
  * elsewhere (a busy loop of re-deliveries to a closing stream otherwise). */
+void c2s_announce_unavailable(struct c2s *c2s, const struct kt_jid *full)
+{
+    struct kt_xml *p = kt_xml_new("presence", KT_NS_CLIENT);
+    kt_xml_set_attr(p, "type", "unavailable");
+    kt_xml_set_attr(p, "from", full->full);
+    struct kt_stanza *st = kt_stanza_new(p);
+    kt_router_dispatch(c2s->core->router, st);
+    kt_stanza_unref(&st);
+}
+
+/* The resource leaves: contacts learn it (RFC 6121 §4.5.3) before the
+ * session, which the session manager needs for that, is unbound. */
+static void end_session(struct c2s_conn *cc)
+{
+    if (cc->presence && cc->full)
+        c2s_announce_unavailable(cc->c2s, cc->full);
+    kt_stanza_unref(&cc->presence);
+    if (cc->session)
+        kt_session_unbind(cc->c2s->core->sessions, cc->session);
+}
+
 static void enter_closing(struct c2s_conn *cc)
 {
     cc->state = C2S_CLOSING;
-    if (cc->session)
-        kt_session_unbind(cc->c2s->core->sessions, cc->session);
+    end_session(cc);
 }
 
 void c2s_stream_error(struct c2s_conn *cc, enum kt_stream_err err, const char *text)
@@ -290,6 +310,7 @@ static void conn_free(struct c2s_conn *cc)
     }
     c2s_sm_free(cc);
     c2s_csi_free(cc);
+    kt_stanza_unref(&cc->presence);
     c2s_auth_free(cc);
     kt_xmlstream_free(&cc->xs);
     kt_jid_free(&cc->user);
@@ -319,8 +340,7 @@ static void conn_closed(struct kt_conn *c, enum kt_conn_end why, void *ud)
     bool detached = lost && !cc->peer_closed_stream && cc->state != C2S_CLOSING &&
                     c2s_sm_detach(cc);
     if (!detached) {
-        if (cc->session)
-            kt_session_unbind(cc->c2s->core->sessions, cc->session);
+        end_session(cc);
         c2s_csi_flush(cc); /* held presence is dropped with the stream; nothing to re-route */
         c2s_sm_end(cc);
     }
@@ -568,6 +588,14 @@ static void stanza_in(struct c2s_conn *cc, struct kt_xml *el)
         }
     }
     kt_stanza_set_from(st, cc->full);
+    if (kt_stanza_kind(st) == KT_KIND_PRESENCE && !kt_stanza_to(st)) {
+        if (kt_stanza_type(st) == KT_TYPE_AVAILABLE) {
+            kt_stanza_unref(&cc->presence);
+            cc->presence = kt_stanza_ref(st);
+        } else if (kt_stanza_type(st) == KT_TYPE_UNAVAILABLE) {
+            kt_stanza_unref(&cc->presence);
+        }
+    }
     kt_router_dispatch(cc->c2s->core->router, st);
     kt_stanza_unref(&st);
 }

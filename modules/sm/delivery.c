@@ -1,5 +1,4 @@
-/* Delivery to this node's users (RFC 6121 §8.5) and the presence that
- * decides it (§4.7.2: availability and priority of each resource).
+/* Delivery of messages to this node's users (RFC 6121 §8.5).
  *
  * Messages to a bare JID go to the available resources with the highest
  * non-negative priority (all of them on a tie). With none: chat and normal
@@ -11,9 +10,7 @@
  * device or offline storage; a full JID with a session falls through to the
  * route's deliver function (c2s), which writes it.
  *
- * Presence without 'to' from a local session updates that resource; its
- * first available presence with priority >= 0 triggers offline delivery.
- * Broadcast to contacts needs the roster (not implemented yet). */
+ * Presence is in presence.c: it decides which resources are available. */
 #include "config.h"
 #include "modules/sm/sm.h"
 
@@ -92,44 +89,10 @@ static enum kt_verdict message_in(struct kt_stanza *st, void *data)
     return KT_HANDLED;
 }
 
-static int parse_priority(const struct kt_stanza *st)
-{
-    const struct kt_xml *p = kt_xml_child(kt_stanza_xml(st), "priority", NULL);
-    if (!p)
-        return 0;
-    char *text = kt_xml_text(p);
-    char *end;
-    long v = strtol(text, &end, 10);
-    bool ok = end != text && *end == '\0';
-    free(text);
-    if (!ok)
-        return 0;
-    return v < -128 ? -128 : v > 127 ? 127 : (int)v;
-}
-
-static enum kt_verdict presence_in(struct kt_stanza *st, void *data)
-{
-    struct sm *sm = data;
-    const struct kt_jid *from = kt_stanza_from(st);
-    if (kt_stanza_to(st) || !local_user(sm, from) || !from->resource)
-        return KT_PASS; /* directed presence: routed as addressed */
-    struct kt_session *s = kt_sessions_find(sm->core->sessions, from);
-    if (!s)
-        return KT_HANDLED; /* the stream is already gone */
-    bool available = kt_stanza_type(st) == KT_TYPE_AVAILABLE;
-    if (sm_users_presence(sm->users, s, available, available ? parse_priority(st) : 0))
-        sm_offline_deliver(sm, s);
-    kt_session_unref(&s);
-    return KT_HANDLED;
-}
-
 int sm_delivery_init(struct sm *sm)
 {
     static const struct kt_match messages = {.kinds = KT_KIND_MESSAGE};
-    static const struct kt_match presence = {
-        .kinds = KT_KIND_PRESENCE, .types = KT_TYPE_AVAILABLE | KT_TYPE_UNAVAILABLE};
-    if (kt_hook_add(sm->core->router, KT_HOOK_LOCAL, &messages, -100, message_in, sm) < 0 ||
-        kt_hook_add(sm->core->router, KT_HOOK_LOCAL, &presence, -100, presence_in, sm) < 0) {
+    if (kt_hook_add(sm->core->router, KT_HOOK_LOCAL, &messages, -100, message_in, sm) < 0) {
         kt_log(KT_LOG_ERROR, "sm: cannot register the delivery hooks");
         return -1;
     }

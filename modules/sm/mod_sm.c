@@ -6,6 +6,7 @@
 
 #include <kontalk/log.h>
 #include <kontalk/module.h>
+#include <kontalk/xmlstream.h>
 
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +20,8 @@ static const struct kt_setting sm_settings[] = {
                "seconds an offline message is kept"),
     KT_SET_INT("vcard_max", struct sm_conf, vcard_max, 65536, 1024, 16777216,
                "bytes of one vCard (vcard-temp)"),
+    KT_SET_INT("roster_max", struct sm_conf, roster_max, 1000, 1, 1000000,
+               "contacts in one roster (adding more is not-allowed)"),
     KT_SET_END,
 };
 
@@ -45,6 +48,36 @@ void sm_send(struct sm *sm, struct kt_stanza *st)
     kt_router_dispatch(sm->core->router, st);
 }
 
+/* Stored bytes back into a stanza: one element after a synthetic header. */
+struct parse_ctx {
+    struct kt_xml *el;
+};
+
+static void parsed_element(void *data, struct kt_xml *el)
+{
+    struct parse_ctx *ctx = data;
+    if (!ctx->el)
+        ctx->el = el;
+    else
+        kt_xml_free(&el);
+}
+
+struct kt_stanza *sm_parse_stored(const char *bytes, size_t len)
+{
+    static const char header[] = "<stream:stream xmlns='jabber:client' "
+                                 "xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>";
+    static const struct kt_xmlstream_callbacks cb = {.element = parsed_element};
+    struct kt_xmlstream_limits limits = {
+        .max_stanza_bytes = len + 1024, .max_depth = 64, .max_attrs = 256, .max_children = 100000};
+    struct parse_ctx ctx = {0};
+    struct kt_xmlstream *xs = kt_xmlstream_new(&limits, &cb, &ctx);
+    if (kt_xmlstream_feed(xs, header, sizeof(header) - 1) < 0 ||
+        kt_xmlstream_feed(xs, bytes, len) < 0)
+        kt_xml_free(&ctx.el);
+    kt_xmlstream_free(&xs);
+    return ctx.el ? kt_stanza_new(ctx.el) : NULL;
+}
+
 struct kt_jobq *sm_user_queue(struct sm *sm, const char *local)
 {
     unsigned h = 0;
@@ -65,13 +98,13 @@ static int sm_init(struct kt_core *core, const void *conf, const config_setting_
     for (unsigned i = 0; i < SM_USER_QUEUES; i++)
         sm->user_queues[i] = kt_jobq_new(core->workers);
     *state_r = sm;
-    if (sm_offline_init(sm) < 0 || sm_delivery_init(sm) < 0 || sm_services_init(sm) < 0 ||
+    if (sm_offline_init(sm) < 0 || sm_delivery_init(sm) < 0 || sm_presence_init(sm) < 0 ||
+        sm_roster_init(sm) < 0 || sm_services_init(sm) < 0 ||
         sm_vcard_init(sm) < 0 || sm_carbons_init(sm) < 0 || sm_blocking_init(sm) < 0 ||
         sm_disco_init(sm) < 0)
         return -1;
-    kt_log(KT_LOG_NOTICE, "sm: loaded; message delivery, offline storage and the server's iq "
-                          "services work; roster, subscriptions and presence broadcast are not "
-                          "implemented yet");
+    kt_log(KT_LOG_NOTICE, "sm: loaded; delivery, offline storage, roster, subscriptions, "
+                          "presence and the server's iq services work");
     return 0;
 }
 

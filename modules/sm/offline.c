@@ -21,7 +21,6 @@
 #include <kontalk/log.h>
 #include <kontalk/loop.h>
 #include <kontalk/session.h>
-#include <kontalk/xmlstream.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -153,36 +152,6 @@ static void fetch_run(struct kt_db *db, void *data)
         kt_log(KT_LOG_ERROR, "sm: cannot load offline messages: %s", kt_db_error(db));
 }
 
-/* Stored bytes back into a stanza: one element after a synthetic header. */
-struct parse_ctx {
-    struct kt_xml *el;
-};
-
-static void parsed_element(void *data, struct kt_xml *el)
-{
-    struct parse_ctx *ctx = data;
-    if (!ctx->el)
-        ctx->el = el;
-    else
-        kt_xml_free(&el);
-}
-
-static struct kt_stanza *parse_stored(const char *bytes, size_t len)
-{
-    static const char header[] = "<stream:stream xmlns='jabber:client' "
-                                 "xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>";
-    static const struct kt_xmlstream_callbacks cb = {.element = parsed_element};
-    struct kt_xmlstream_limits limits = {
-        .max_stanza_bytes = len + 1024, .max_depth = 64, .max_attrs = 256, .max_children = 100000};
-    struct parse_ctx ctx = {0};
-    struct kt_xmlstream *xs = kt_xmlstream_new(&limits, &cb, &ctx);
-    if (kt_xmlstream_feed(xs, header, sizeof(header) - 1) < 0 ||
-        kt_xmlstream_feed(xs, bytes, len) < 0)
-        kt_xml_free(&ctx.el);
-    kt_xmlstream_free(&xs);
-    return ctx.el ? kt_stanza_new(ctx.el) : NULL;
-}
-
 static void delete_run(struct kt_db *db, void *data)
 {
     struct fetch_job *j = data;
@@ -206,7 +175,7 @@ static void fetch_done(void *data)
     struct fetch_job *j = data;
     unsigned delivered = 0;
     for (unsigned i = 0; j->rows && i < j->rows->nrows; i++) {
-        struct kt_stanza *st = parse_stored(kt_db_value(j->rows, i, 1), j->rows->lens[i * 2 + 1]);
+        struct kt_stanza *st = sm_parse_stored(kt_db_value(j->rows, i, 1), j->rows->lens[i * 2 + 1]);
         if (!st) {
             kt_log(KT_LOG_WARN, "sm: unreadable offline message %s for %s dropped",
                    kt_db_value(j->rows, i, 0), j->local);

@@ -19,6 +19,7 @@ struct sm_conf {
     long long offline_max;    /* messages stored per user */
     long long offline_expire; /* seconds a stored message is kept */
     long long vcard_max;      /* bytes of one vCard */
+    long long roster_max;     /* contacts in one roster */
 };
 
 #define SM_USER_QUEUES 16
@@ -39,8 +40,7 @@ struct sm {
     /* Service discovery features of the node, registered by each part at
      * init (so disco lists exactly what is implemented). */
     const char **features;
-    unsigned nfeatures;
-    struct sm_blocking *blocking; /* cached blocklists (blocking.c) */
+    unsigned nfeatures;    struct sm_blocking *blocking; /* cached blocklists (blocking.c) */
 };
 
 /* Registers a disco#info feature of the node (a static string). Init only. */
@@ -60,9 +60,18 @@ struct kt_jobq *sm_user_queue(struct sm *sm, const char *local);
 /* users.c: who is online here, for delivery to bare JIDs. */
 struct sm_users *sm_users_new(void);
 void sm_users_free(struct sm_users **u);
-/* Records s's availability and priority; true when this is the moment to
- * send it the stored offline messages (first available, priority >= 0). */
-bool sm_users_presence(struct sm_users *u, struct kt_session *s, bool available, int priority);
+/* Records s's presence (NULL: unavailable) and priority; true when this is
+ * the moment to send it the stored offline messages (first available,
+ * priority >= 0). *was_available_r (may be NULL): its state before. */
+bool sm_users_presence(struct sm_users *u, struct kt_session *s, struct kt_stanza *presence,
+                       int priority, bool *was_available_r);
+/* Roster pushes go to resources that requested the roster. */
+void sm_users_set_interested(struct sm_users *u, struct kt_session *s);
+unsigned sm_users_interested(struct sm_users *u, const struct kt_jid *jid,
+                             struct kt_session **out, unsigned max);
+/* The last presence of each available resource (references). */
+unsigned sm_users_presences(struct sm_users *u, const struct kt_jid *jid, struct kt_stanza **out,
+                            unsigned max);
 /* The available resources of jid's user with the highest priority >= 0
  * (references in out, at most max). */
 unsigned sm_users_targets(struct sm_users *u, const struct kt_jid *jid,
@@ -88,6 +97,21 @@ int sm_offline_init(struct sm *sm);
 void sm_offline_start(struct sm *sm);
 void sm_offline_stop(struct sm *sm);
 
+/* A stanza stored as bytes (offline, pending subscription requests) parsed
+ * back; NULL if it does not parse. */
+struct kt_stanza *sm_parse_stored(const char *bytes, size_t len);
+
+/* roster.c */
+struct kt_db;
+/* Contacts of owner whose subscription has a bit of mask (1 = to, 2 = from):
+ * a NULL-terminated array (worker side); free with sm_roster_contacts_free. */
+char **sm_roster_contacts(struct kt_db *db, const char *owner, int mask, unsigned *n_r);
+void sm_roster_contacts_free(char **v);
+/* Subscription requests that waited for the user, to a new session. */
+void sm_roster_send_pending(struct sm *sm, struct kt_session *s);
+#define SM_SUB_TO 1
+#define SM_SUB_FROM 2
+
 /* carbons.c: XEP-0280. Its message hooks run after blocking's and, on the
  * LOCAL stage, before delivery.c's (-100). */
 #define SM_PRIO_CARBONS (-50)
@@ -106,6 +130,8 @@ bool sm_blocking_is_blocked(struct sm *sm, const struct kt_jid *user,
                             const struct kt_jid *contact);
 
 /* Parts. Each returns 0 or -1 (and logs why). */
+int sm_presence_init(struct sm *sm); /* broadcast, probes, inbound presence */
+int sm_roster_init(struct sm *sm);   /* roster iq, subscriptions */
 int sm_delivery_init(struct sm *sm); /* messages to users, presence of local resources */
 int sm_services_init(struct sm *sm); /* ping, version, time, last activity of the node */
 int sm_disco_init(struct sm *sm);    /* disco#info and disco#items of the node */

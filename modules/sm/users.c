@@ -22,6 +22,8 @@ struct sm_res {
     bool available;
     bool offline_done; /* stored messages were sent to this resource */
     bool carbons;      /* XEP-0280 enabled */
+    bool interested;   /* requested the roster: gets roster pushes (RFC 6121 §2.1.6) */
+    struct kt_stanza *presence; /* its last available presence, for probes */
 };
 
 struct sm_user {
@@ -56,8 +58,10 @@ struct sm_users *sm_users_new(void)
 
 static void user_free(struct sm_user *user)
 {
-    for (unsigned i = 0; i < user->nres; i++)
+    for (unsigned i = 0; i < user->nres; i++) {
         kt_session_unref(&user->res[i].session);
+        kt_stanza_unref(&user->res[i].presence);
+    }
     free(user->res);
     free(user->bare);
     free(user);
@@ -91,10 +95,12 @@ static struct sm_user **find(struct sm_users *u, unsigned h, const char *bare)
         struct sm_user *user = *p;
         unsigned j = 0;
         for (unsigned i = 0; i < user->nres; i++) {
-            if (kt_session_is_bound(user->res[i].session))
+            if (kt_session_is_bound(user->res[i].session)) {
                 user->res[j++] = user->res[i];
-            else
+            } else {
                 kt_session_unref(&user->res[i].session);
+                kt_stanza_unref(&user->res[i].presence);
+            }
         }
         user->nres = j;
     }
@@ -113,15 +119,21 @@ static void drop_if_empty(struct sm_user **p)
 static struct sm_res *res_of(struct sm_users *u, struct kt_session *s, unsigned h,
                              struct sm_user ***slot_r);
 
-bool sm_users_presence(struct sm_users *u, struct kt_session *s, bool available, int priority)
+bool sm_users_presence(struct sm_users *u, struct kt_session *s, struct kt_stanza *presence,
+                       int priority, bool *was_available_r)
 {
     unsigned h = hash(kt_session_jid(s)->bare);
     struct sm_user **slot;
-    bool deliver_offline = false;
+    bool deliver_offline = false, available = presence != NULL;
     pthread_mutex_lock(&u->shards[h % SHARDS].lock);
     struct sm_res *r = res_of(u, s, h, &slot);
+    if (was_available_r)
+        *was_available_r = r->available;
     r->available = available;
     r->priority = priority;
+    kt_stanza_unref(&r->presence);
+    if (presence)
+        r->presence = kt_stanza_ref(presence);
     /* RFC 6121 §4.7.2 / XEP-0160: stored messages go out with the first
      * available presence of non-negative priority. */
     if (available && priority >= 0 && !r->offline_done) {
@@ -180,6 +192,47 @@ unsigned sm_users_carbon_targets(struct sm_users *u, const struct kt_jid *jid,
             if (r->carbons && r->session != except)
                 out[n++] = kt_session_ref(r->session);
         }
+        drop_if_empty(p);
+    }
+    pthread_mutex_unlock(&u->shards[h % SHARDS].lock);
+    return n;
+}
+
+void sm_users_set_interested(struct sm_users *u, struct kt_session *s)
+{
+    unsigned h = hash(kt_session_jid(s)->bare);
+    struct sm_user **slot;
+    pthread_mutex_lock(&u->shards[h % SHARDS].lock);
+    res_of(u, s, h, &slot)->interested = true;
+    pthread_mutex_unlock(&u->shards[h % SHARDS].lock);
+}
+
+unsigned sm_users_interested(struct sm_users *u, const struct kt_jid *jid,
+                             struct kt_session **out, unsigned max)
+{
+    unsigned h = hash(jid->bare), n = 0;
+    pthread_mutex_lock(&u->shards[h % SHARDS].lock);
+    struct sm_user **p = find(u, h, jid->bare);
+    if (*p) {
+        for (unsigned i = 0; i < (*p)->nres && n < max; i++)
+            if ((*p)->res[i].interested)
+                out[n++] = kt_session_ref((*p)->res[i].session);
+        drop_if_empty(p);
+    }
+    pthread_mutex_unlock(&u->shards[h % SHARDS].lock);
+    return n;
+}
+
+unsigned sm_users_presences(struct sm_users *u, const struct kt_jid *jid, struct kt_stanza **out,
+                            unsigned max)
+{
+    unsigned h = hash(jid->bare), n = 0;
+    pthread_mutex_lock(&u->shards[h % SHARDS].lock);
+    struct sm_user **p = find(u, h, jid->bare);
+    if (*p) {
+        for (unsigned i = 0; i < (*p)->nres && n < max; i++)
+            if ((*p)->res[i].available && (*p)->res[i].presence)
+                out[n++] = kt_stanza_ref((*p)->res[i].presence);
         drop_if_empty(p);
     }
     pthread_mutex_unlock(&u->shards[h % SHARDS].lock);

@@ -8,7 +8,7 @@ import time
 
 from kt.node import DEFAULT_MODULES, kontalkd_path, version
 
-STUB_MODULES = ["sm", "net", "s2s"]
+STUB_MODULES = ["net", "s2s"]
 LEVELS = ("error", "warn", "notice", "info", "debug")
 # "<ISO time> <level> message"
 LOG_LINE_RE = re.compile(r"^\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d\S*\s+(\w+)\s+(.*)$")
