@@ -411,6 +411,13 @@ static void drop_inbound(struct sm *sm, const struct kt_stanza *st)
     }
 }
 
+void sm_blocking_send_unchecked(struct sm *sm, struct kt_stanza *st)
+{
+    tl_bypass = true;
+    sm_send(sm, st);
+    tl_bypass = false;
+}
+
 static enum kt_verdict blocking_in(struct kt_stanza *st, void *data)
 {
     struct sm_blocking *b = data;
@@ -582,6 +589,11 @@ static void write_done(void *data)
         kt_session_unref(&targets[i]);
     }
     free(targets);
+    /* §3.4/§3.5: a newly blocked contact sees the user go offline, an
+     * unblocked one gets its presence again (if subscribed). */
+    if (j->op == OP_BLOCK || j->op == OP_UNBLOCK)
+        for (unsigned i = 0; i < j->n; i++)
+            sm_presence_block_changed(sm, user, j->jids[i], j->op == OP_BLOCK);
 out:
     kt_stanza_unref(&j->st);
     jids_free(j->jids, j->n);

@@ -50,12 +50,18 @@ static int parse_priority(const struct kt_stanza *st)
     return v < -128 ? -128 : v > 127 ? 127 : (int)v;
 }
 
-/* A copy of st addressed to `to`. */
+/* A copy of st addressed to `to`, unless either side blocks the other
+ * (XEP-0191 §3.4: a blocked contact gets no presence). */
 static void send_copy(struct sm *sm, struct kt_stanza *st, const char *to)
 {
     struct kt_jid *j = kt_jid_parse(to);
     if (!j)
         return;
+    const struct kt_jid *from = kt_stanza_from(st);
+    if (from && (sm_blocking_is_blocked(sm, from, j) || sm_blocking_is_blocked(sm, j, from))) {
+        kt_jid_free(&j);
+        return;
+    }
     struct kt_stanza *copy = kt_stanza_copy(st);
     kt_stanza_set_to(copy, j);
     sm_send(sm, copy);
@@ -99,6 +105,11 @@ static void broadcast_done(void *data)
     if (b->initial) {
         struct kt_jid *bare = kt_jid_to_bare(me);
         for (unsigned i = 0; i < b->ncontacts; i++) {
+            struct kt_jid *contact = kt_jid_parse(b->contacts[i]);
+            bool blocked = !contact || sm_blocking_is_blocked(sm, bare, contact);
+            kt_jid_free(&contact);
+            if (blocked)
+                continue;
             struct kt_xml *p = kt_xml_new("presence", KT_NS_CLIENT);
             kt_xml_set_attr(p, "type", "probe");
             kt_xml_set_attr(p, "from", bare->full);
@@ -235,6 +246,68 @@ static enum kt_verdict directed_in(struct kt_stanza *st, void *data)
         kt_session_unref(&res[i]);
     }
     return KT_HANDLED;
+}
+
+struct unblocked {
+    struct sm *sm;
+    struct kt_jid *user, *contact;
+    bool subscribed;
+};
+
+static void unblocked_run(struct kt_db *db, void *data)
+{
+    struct unblocked *u = data;
+    struct kt_db_param q[] = {KT_DB_P_STR(u->user->local), KT_DB_P_STR(u->contact->bare)};
+    struct kt_db_result *r = NULL;
+    if (kt_db_query(db,
+                    "SELECT 1 FROM roster WHERE owner = ? AND contact = ? AND (subscription & 2)",
+                    q, 2, &r) == 0)
+        u->subscribed = r->nrows > 0;
+    kt_db_result_free(&r);
+}
+
+static void unblocked_done(void *data)
+{
+    struct unblocked *u = data;
+    if (u->subscribed) {
+        struct kt_stanza *pres[MAX_RES];
+        unsigned n = sm_users_presences(u->sm->users, u->user, pres, MAX_RES);
+        for (unsigned i = 0; i < n; i++) {
+            send_copy(u->sm, pres[i], u->contact->full);
+            kt_stanza_unref(&pres[i]);
+        }
+    }
+    kt_jid_free(&u->user);
+    kt_jid_free(&u->contact);
+    free(u);
+}
+
+void sm_presence_block_changed(struct sm *sm, const struct kt_jid *user,
+                               const struct kt_jid *contact, bool blocked)
+{
+    if (!blocked) {
+        struct unblocked *u = kt_new(struct unblocked);
+        u->sm = sm;
+        u->user = kt_jid_to_bare(user);
+        u->contact = kt_jid_dup(contact);
+        kt_job_submit(sm->core->workers, sm_user_queue(sm, user->local), unblocked_run,
+                      unblocked_done, u);
+        return;
+    }
+    /* Unavailable reveals nothing, so no subscription check is needed; it
+     * must pass the blocking check that would now refuse it. */
+    struct kt_stanza *pres[MAX_RES];
+    unsigned n = sm_users_presences(sm->users, user, pres, MAX_RES);
+    for (unsigned i = 0; i < n; i++) {
+        struct kt_xml *x = kt_xml_new("presence", KT_NS_CLIENT);
+        kt_xml_set_attr(x, "type", "unavailable");
+        kt_xml_set_attr(x, "from", kt_stanza_from(pres[i])->full);
+        kt_xml_set_attr(x, "to", contact->full);
+        struct kt_stanza *st = kt_stanza_new(x);
+        sm_blocking_send_unchecked(sm, st);
+        kt_stanza_unref(&st);
+        kt_stanza_unref(&pres[i]);
+    }
 }
 
 int sm_presence_init(struct sm *sm)

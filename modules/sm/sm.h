@@ -40,7 +40,8 @@ struct sm {
     /* Service discovery features of the node, registered by each part at
      * init (so disco lists exactly what is implemented). */
     const char **features;
-    unsigned nfeatures;    struct sm_blocking *blocking; /* cached blocklists (blocking.c) */
+    unsigned nfeatures;
+    struct sm_blocking *blocking; /* cached blocklists (blocking.c) */
 };
 
 /* Registers a disco#info feature of the node (a static string). Init only. */
@@ -128,6 +129,15 @@ void sm_blocking_free(struct sm *sm);
  * that follows it sees the list. */
 bool sm_blocking_is_blocked(struct sm *sm, const struct kt_jid *user,
                             const struct kt_jid *contact);
+/* Routes st past the blocking check (the server's own notice to a blocked
+ * contact, e.g. the unavailable presence a block implies). */
+void sm_blocking_send_unchecked(struct sm *sm, struct kt_stanza *st);
+
+/* presence.c: user blocked (true) or unblocked contact: unavailable from
+ * each of user's available resources, or their presence if contact is
+ * subscribed to user. */
+void sm_presence_block_changed(struct sm *sm, const struct kt_jid *user,
+                               const struct kt_jid *contact, bool blocked);
 
 /* Parts. Each returns 0 or -1 (and logs why). */
 int sm_presence_init(struct sm *sm); /* broadcast, probes, inbound presence */

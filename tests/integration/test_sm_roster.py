@@ -219,3 +219,24 @@ def test_probe_on_login_shows_contacts_presence(node):
         a.send("</stream:stream>")
         with online(node, "alice", "again") as a2:   # initial presence probes bob
             presence_of(a2, bob + "/", None)
+
+
+def test_block_hides_presence_and_unblock_restores_it(node):
+    """XEP-0191 §3.4/§3.5 with a subscribed contact."""
+    dom = node.jid_domain
+    alice, bob = "alice@%s" % dom, "bob@%s" % dom
+    with online(node, "alice") as a, online(node, "bob") as b:
+        roster_get(a)
+        a.send("<presence to='%s' type='subscribe'/>" % bob)
+        presence_of(b, alice, "subscribe")
+        b.send("<presence to='%s' type='subscribed'/>" % alice)
+        expect_all(a, [is_push(bob, "to"), is_presence(bob + "/")])
+        r = b.iq("set", "<block xmlns='urn:xmpp:blocking'><item jid='%s'/></block>" % alice, to="")
+        assert r.get("type") == "result", show(r)
+        presence_of(a, bob + "/", "unavailable")
+        # A new presence of bob's does not reach alice while she is blocked.
+        b.send("<presence><status>busy</status></presence>")
+        assert not [e for e in a.quiet(0.6) if e.tag == q(NS_CLIENT, "presence")]
+        r = b.iq("set", "<unblock xmlns='urn:xmpp:blocking'><item jid='%s'/></unblock>" % alice, to="")
+        assert r.get("type") == "result", show(r)
+        presence_of(a, bob + "/", None)
