@@ -99,7 +99,7 @@ static int sm_init(struct kt_core *core, const void *conf, const config_setting_
         sm->user_queues[i] = kt_jobq_new(core->workers);
     *state_r = sm;
     if (sm_offline_init(sm) < 0 || sm_delivery_init(sm) < 0 || sm_presence_init(sm) < 0 ||
-        sm_roster_init(sm) < 0 || sm_services_init(sm) < 0 ||
+        sm_roster_init(sm) < 0 || sm_userinfo_init(sm) < 0 || sm_services_init(sm) < 0 ||
         sm_vcard_init(sm) < 0 || sm_carbons_init(sm) < 0 || sm_blocking_init(sm) < 0 ||
         sm_disco_init(sm) < 0)
         return -1;

@@ -159,6 +159,16 @@ static enum kt_verdict broadcast_in(struct kt_stanza *st, void *data)
         kt_session_unref(&s);
         return KT_HANDLED; /* never announced: nothing to take back */
     }
+    if (!available) {
+        /* The user's last available resource left: that is the last logout
+         * that last activity (XEP-0012) reports. */
+        struct kt_session *others[1];
+        unsigned n = sm_users_resources(sm->users, from, true, others, 1);
+        if (n)
+            kt_session_unref(&others[0]);
+        else
+            sm_userinfo_logout(sm, from);
+    }
     struct broadcast *b = kt_new(struct broadcast);
     b->sm = sm;
     b->st = kt_stanza_ref(st);

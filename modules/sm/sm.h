@@ -139,7 +139,11 @@ void sm_blocking_send_unchecked(struct sm *sm, struct kt_stanza *st);
 void sm_presence_block_changed(struct sm *sm, const struct kt_jid *user,
                                const struct kt_jid *contact, bool blocked);
 
+/* userinfo.c: records the user's last logout (its last resource left). */
+void sm_userinfo_logout(struct sm *sm, const struct kt_jid *user);
+
 /* Parts. Each returns 0 or -1 (and logs why). */
+int sm_userinfo_init(struct sm *sm); /* last activity and disco#info of users */
 int sm_presence_init(struct sm *sm); /* broadcast, probes, inbound presence */
 int sm_roster_init(struct sm *sm);   /* roster iq, subscriptions */
 int sm_delivery_init(struct sm *sm); /* messages to users, presence of local resources */

@@ -240,3 +240,37 @@ def test_block_hides_presence_and_unblock_restores_it(node):
         r = b.iq("set", "<unblock xmlns='urn:xmpp:blocking'><item jid='%s'/></unblock>" % alice, to="")
         assert r.get("type") == "result", show(r)
         presence_of(a, bob + "/", None)
+
+
+def test_user_last_activity_and_disco_need_a_subscription(node):
+    dom = node.jid_domain
+    alice, bob = "alice@%s" % dom, "bob@%s" % dom
+    with online(node, "alice") as a, online(node, "carol") as c:
+        b = online(node, "bob")
+        roster_get(a)
+        a.send("<presence to='%s' type='subscribe'/>" % bob)
+        presence_of(b, alice, "subscribe")
+        b.send("<presence to='%s' type='subscribed'/>" % alice)
+        expect_all(a, [is_push(bob, "to"), is_presence(bob + "/")])
+        r = a.iq("get", "<query xmlns='jabber:iq:last'/>", to=bob)
+        assert r.get("type") == "result", show(r)
+        assert r.find(q("jabber:iq:last", "query")).get("seconds") == "0", show(r)  # online
+        info = a.iq("get", "<query xmlns='http://jabber.org/protocol/disco#info'/>", to=bob)
+        ident = info.find("%s/%s" % (q("http://jabber.org/protocol/disco#info", "query"),
+                                     q("http://jabber.org/protocol/disco#info", "identity")))
+        assert ident is not None and ident.get("category") == "account" \
+            and ident.get("type") == "registered", show(info)
+        # Not subscribed: nothing about bob.
+        for payload in ("<query xmlns='jabber:iq:last'/>",
+                        "<query xmlns='http://jabber.org/protocol/disco#info'/>"):
+            r = c.iq("get", payload, to=bob)
+            assert stanza_error_condition(r)[1] == "forbidden", show(r)
+        b.send("</stream:stream>")
+        b.close()
+        presence_of(a, bob + "/", "unavailable")
+        time.sleep(1.2)
+        r = a.iq("get", "<query xmlns='jabber:iq:last'/>", to=bob)
+        secs = int(r.find(q("jabber:iq:last", "query")).get("seconds"))
+        assert 1 <= secs < 60, show(r)
+        r = a.iq("get", "<query xmlns='jabber:iq:last'/>", to="nobody@%s" % dom)
+        assert stanza_error_condition(r)[1] == "service-unavailable", show(r)
