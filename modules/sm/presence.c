@@ -16,8 +16,8 @@
  *
  * The contact lists come from the roster table through a job on the user's
  * queue, so they are consistent with subscription changes queued before.
- * Directed presence is routed as addressed but not yet tracked (a later
- * unavailable does not reach its recipients). */
+ * Directed presence is routed as addressed and remembered per resource, so
+ * the resource's unavailable presence reaches its recipients too. */
 #include "config.h"
 #include "modules/sm/sm.h"
 
@@ -160,6 +160,14 @@ static enum kt_verdict broadcast_in(struct kt_stanza *st, void *data)
         return KT_HANDLED; /* never announced: nothing to take back */
     }
     if (!available) {
+        /* Those it sent directed presence to learn it is gone (§4.6.3). */
+        unsigned nd;
+        char **directed = sm_users_directed_take(sm->users, s, &nd);
+        for (unsigned i = 0; i < nd; i++) {
+            send_copy(sm, st, directed[i]);
+            free(directed[i]);
+        }
+        free(directed);
         /* The user's last available resource left: that is the last logout
          * that last activity (XEP-0012) reports. */
         struct kt_session *others[1];
@@ -320,12 +328,29 @@ void sm_presence_block_changed(struct sm *sm, const struct kt_jid *user,
     }
 }
 
+/* IN: directed presence from one of our resources (to anyone but its own
+ * user): remembered, so that its unavailable reaches them too (§4.6.3). */
+static enum kt_verdict directed_out(struct kt_stanza *st, void *data)
+{
+    struct sm *sm = data;
+    const struct kt_jid *from = kt_stanza_from(st), *to = kt_stanza_to(st);
+    if (!to || !local_user(sm, from) || !from->resource || kt_jid_bare_equal(to, from))
+        return KT_PASS;
+    struct kt_session *s = kt_sessions_find(sm->core->sessions, from);
+    if (s) {
+        sm_users_directed(sm->users, s, to->full, kt_stanza_type(st) == KT_TYPE_AVAILABLE);
+        kt_session_unref(&s);
+    }
+    return KT_PASS;
+}
+
 int sm_presence_init(struct sm *sm)
 {
     static const struct kt_match broadcast = {
         .kinds = KT_KIND_PRESENCE, .types = KT_TYPE_AVAILABLE | KT_TYPE_UNAVAILABLE};
     static const struct kt_match probe = {.kinds = KT_KIND_PRESENCE, .types = KT_TYPE_PROBE};
-    if (kt_hook_add(sm->core->router, KT_HOOK_LOCAL, &broadcast, 10, broadcast_in, sm) < 0 ||
+    if (kt_hook_add(sm->core->router, KT_HOOK_IN, &broadcast, 0, directed_out, sm) < 0 ||
+        kt_hook_add(sm->core->router, KT_HOOK_LOCAL, &broadcast, 10, broadcast_in, sm) < 0 ||
         kt_hook_add(sm->core->router, KT_HOOK_LOCAL, &broadcast, 0, directed_in, sm) < 0 ||
         kt_hook_add(sm->core->router, KT_HOOK_LOCAL, &probe, 0, probe_in, sm) < 0) {
         kt_log(KT_LOG_ERROR, "sm: cannot register the presence hooks");

@@ -66,6 +66,11 @@ void sm_users_free(struct sm_users **u);
  * priority >= 0). *was_available_r (may be NULL): its state before. */
 bool sm_users_presence(struct sm_users *u, struct kt_session *s, struct kt_stanza *presence,
                        int priority, bool *was_available_r);
+/* Directed presence (RFC 6121 §4.6): available adds jid to s's list (at most
+ * 100), unavailable removes it. take empties the list and returns it
+ * (free each string and the array). */
+void sm_users_directed(struct sm_users *u, struct kt_session *s, const char *jid, bool available);
+char **sm_users_directed_take(struct sm_users *u, struct kt_session *s, unsigned *n_r);
 /* Roster pushes go to resources that requested the roster. */
 void sm_users_set_interested(struct sm_users *u, struct kt_session *s);
 unsigned sm_users_interested(struct sm_users *u, const struct kt_jid *jid,

@@ -24,7 +24,20 @@ struct sm_res {
     bool carbons;      /* XEP-0280 enabled */
     bool interested;   /* requested the roster: gets roster pushes (RFC 6121 §2.1.6) */
     struct kt_stanza *presence; /* its last available presence, for probes */
+    char **directed;            /* JIDs it sent directed presence to (RFC 6121 §4.6) */
+    unsigned ndirected;
 };
+
+#define DIRECTED_MAX 100
+
+static void directed_clear(struct sm_res *r)
+{
+    for (unsigned i = 0; i < r->ndirected; i++)
+        free(r->directed[i]);
+    free(r->directed);
+    r->directed = NULL;
+    r->ndirected = 0;
+}
 
 struct sm_user {
     char *bare;
@@ -61,6 +74,7 @@ static void user_free(struct sm_user *user)
     for (unsigned i = 0; i < user->nres; i++) {
         kt_session_unref(&user->res[i].session);
         kt_stanza_unref(&user->res[i].presence);
+        directed_clear(&user->res[i]);
     }
     free(user->res);
     free(user->bare);
@@ -100,6 +114,7 @@ static struct sm_user **find(struct sm_users *u, unsigned h, const char *bare)
             } else {
                 kt_session_unref(&user->res[i].session);
                 kt_stanza_unref(&user->res[i].presence);
+                directed_clear(&user->res[i]);
             }
         }
         user->nres = j;
@@ -196,6 +211,39 @@ unsigned sm_users_carbon_targets(struct sm_users *u, const struct kt_jid *jid,
     }
     pthread_mutex_unlock(&u->shards[h % SHARDS].lock);
     return n;
+}
+
+void sm_users_directed(struct sm_users *u, struct kt_session *s, const char *jid, bool available)
+{
+    unsigned h = hash(kt_session_jid(s)->bare);
+    struct sm_user **slot;
+    pthread_mutex_lock(&u->shards[h % SHARDS].lock);
+    struct sm_res *r = res_of(u, s, h, &slot);
+    unsigned i = 0;
+    while (i < r->ndirected && strcmp(r->directed[i], jid) != 0)
+        i++;
+    if (available && i == r->ndirected && r->ndirected < DIRECTED_MAX) {
+        r->directed = kt_realloc(r->directed, (r->ndirected + 1) * sizeof(*r->directed));
+        r->directed[r->ndirected++] = kt_strdup(jid);
+    } else if (!available && i < r->ndirected) {
+        free(r->directed[i]);
+        r->directed[i] = r->directed[--r->ndirected];
+    }
+    pthread_mutex_unlock(&u->shards[h % SHARDS].lock);
+}
+
+char **sm_users_directed_take(struct sm_users *u, struct kt_session *s, unsigned *n_r)
+{
+    unsigned h = hash(kt_session_jid(s)->bare);
+    struct sm_user **slot;
+    pthread_mutex_lock(&u->shards[h % SHARDS].lock);
+    struct sm_res *r = res_of(u, s, h, &slot);
+    char **v = r->directed;
+    *n_r = r->ndirected;
+    r->directed = NULL;
+    r->ndirected = 0;
+    pthread_mutex_unlock(&u->shards[h % SHARDS].lock);
+    return v;
 }
 
 void sm_users_set_interested(struct sm_users *u, struct kt_session *s)

@@ -274,3 +274,15 @@ def test_user_last_activity_and_disco_need_a_subscription(node):
         assert 1 <= secs < 60, show(r)
         r = a.iq("get", "<query xmlns='jabber:iq:last'/>", to="nobody@%s" % dom)
         assert stanza_error_condition(r)[1] == "service-unavailable", show(r)
+
+
+def test_directed_presence_gets_the_unavailable(node):
+    """RFC 6121 §4.6: whoever got directed presence learns when the resource leaves."""
+    dom = node.jid_domain
+    with online(node, "carol") as c:
+        a = online(node, "alice")
+        a.send("<presence to='carol@%s'><status>hi</status></presence>" % dom)
+        presence_of(c, "alice@%s/" % dom, None)
+        a.send("</stream:stream>")
+        a.close()
+        presence_of(c, "alice@%s/" % dom, "unavailable")
