@@ -153,6 +153,8 @@ struct options {
     bool no_presence;   /* do not send initial presence */
     bool json_only;
     bool verbose;
+    int trace[16]; /* user numbers whose stanzas go to stderr (--trace) */
+    int ntrace;
 };
 extern struct options opt;
 extern SSL_CTX *bench_ssl_ctx;
@@ -216,6 +218,7 @@ void client_close(struct client *c); /* send </stream:stream>, then shutdown */
 void client_fail(struct client *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void client_reset(struct client *c); /* close the socket, back to CS_IDLE */
 void client_free(struct client *c);
+bool client_traced(const struct client *c);
 
 /* ---- scenario.c: callbacks from the client ---- */
 void scenario_online(struct client *c);

@@ -39,6 +39,23 @@ void client_init(struct client *c, int idx, int user, struct worker *w)
     c->state = CS_IDLE;
 }
 
+bool client_traced(const struct client *c)
+{
+    for (int k = 0; k < opt.ntrace; k++)
+        if (opt.trace[k] == c->user)
+            return true;
+    return false;
+}
+
+/* --trace: one line per stanza, in or out, to stderr (for reports of what a server sent). */
+static void trace(const struct client *c, const char *dir, const char *p, size_t n)
+{
+    if (opt.ntrace == 0 || !client_traced(c))
+        return;
+    fprintf(stderr, "trace %.6f user %d %s %.*s\n", (double)bench_now_ns() / 1e9, c->user, dir,
+            (int)n, p);
+}
+
 static void username(const struct client *c, char *buf, size_t size)
 {
 #pragma GCC diagnostic push
@@ -106,12 +123,14 @@ void client_send(struct client *c, const char *fmt, ...)
     if (n < 0)
         return;
     if ((size_t)n < sizeof(tmp)) {
+        trace(c, "<<", tmp, (size_t)n);
         bbuf_add(&c->out, tmp, (size_t)n);
     } else {
         char *big = bench_malloc((size_t)n + 1);
         va_start(ap, fmt);
         vsnprintf(big, (size_t)n + 1, fmt, ap);
         va_end(ap);
+        trace(c, "<<", big, (size_t)n);
         bbuf_add(&c->out, big, (size_t)n);
         free(big);
     }
@@ -512,6 +531,7 @@ static void process_input(struct client *c)
         if (ev == XML_STREAM_OPEN)
             continue;
         enum cstate before = c->state;
+        trace(c, ">>", c->in.data + c->in.off + s, e - s);
         on_element(c, c->in.data + c->in.off + s, e - s);
         if (c->state == CS_FAILED || c->state == CS_DONE || c->fd < 0)
             return;

@@ -62,7 +62,8 @@ static void usage(int status)
           "  --threads N           event loops (default 2)\n"
           "  --clients N           users (message: pairs) (default 100)\n"
           "  --concurrency N       logins in flight at once, 0 = all (default 100)\n"
-          "  --rate R              logins started per second, 0 = as fast as possible\n"
+          "  --rate R              logins started per second; message: messages sent per\n"
+          "                        second in all, paced (open loop); 0 = as fast as possible\n"
           "  --no-warmup           login: skip the unmeasured first pass\n"
           "  --no-presence         do not send initial presence after binding\n"
           "  --messages M          message: per direction of each pair (default 100)\n"
@@ -77,7 +78,8 @@ static void usage(int status)
           "                        or 127.0.0.2,127.0.0.3 (round robin)\n"
           "output:\n"
           "  --json                only the JSON line\n"
-          "  --verbose             print every client failure\n",
+          "  --verbose             print every client failure (presence: missing contacts)\n"
+          "  --trace N[,N...]      print every stanza of these user numbers to stderr\n",
           status ? stderr : stdout);
     exit(status);
 }
@@ -109,6 +111,17 @@ static void parse_addrs(const char *spec)
                 bench_die("--source-addrs: at most %d addresses", BENCH_MAX_ADDRS);
             opt.src[opt.nsrc++].s_addr = htonl((uint32_t)x);
         }
+    }
+    free(copy);
+}
+
+static void parse_trace(const char *spec)
+{
+    char *copy = bench_strdup(spec), *save = NULL;
+    for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        if (opt.ntrace >= (int)(sizeof(opt.trace) / sizeof(opt.trace[0])))
+            bench_die("--trace: at most %zu users", sizeof(opt.trace) / sizeof(opt.trace[0]));
+        opt.trace[opt.ntrace++] = (int)num("--trace", tok, 0, 1e9);
     }
     free(copy);
 }
@@ -160,7 +173,7 @@ int main(int argc, char **argv)
         O_LABEL = 256, O_HOST, O_PORT, O_DOMAIN, O_TLS, O_TLSMIN, O_MECH, O_USERS, O_BASE,
         O_PASSWORD, O_THREADS, O_CLIENTS, O_CONC, O_RATE, O_NOWARM, O_NOPRES, O_MESSAGES,
         O_SIZE, O_WINDOW, O_DURATION, O_PID, O_ROSTER, O_SKIP, O_TIMEOUT, O_SRC, O_JSON,
-        O_VERBOSE, O_HELP
+        O_VERBOSE, O_TRACE, O_HELP
     };
     static const struct option longopts[] = {
         {"label", 1, 0, O_LABEL},         {"host", 1, 0, O_HOST},
@@ -177,6 +190,7 @@ int main(int argc, char **argv)
         {"skip-setup", 0, 0, O_SKIP},     {"timeout", 1, 0, O_TIMEOUT},
         {"source-addrs", 1, 0, O_SRC},    {"json", 0, 0, O_JSON},
         {"verbose", 0, 0, O_VERBOSE},     {"help", 0, 0, O_HELP},
+        {"trace", 1, 0, O_TRACE},
         {0, 0, 0, 0}};
     int ch;
     while ((ch = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
@@ -222,6 +236,7 @@ int main(int argc, char **argv)
         case O_SRC: parse_addrs(optarg); break;
         case O_JSON: opt.json_only = true; break;
         case O_VERBOSE: opt.verbose = true; break;
+        case O_TRACE: parse_trace(optarg); break;
         case O_HELP:
         case 'h': usage(0); break;
         default: usage(2);

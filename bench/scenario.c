@@ -78,14 +78,30 @@ static bool bit_test_set(unsigned char *bits, int k)
 
 /* ---- message flows ---- */
 
-static void send_next(struct client *from)
+/* Paced mode (--rate R with the message scenario): every flow sends at R / flows per second,
+ * open loop, the flows' schedules spread evenly over one interval.  The body carries the
+ * scheduled time, not the actual one, so a message held back by the window or by a slow loop
+ * counts its wait as latency (no coordinated omission). */
+static uint64_t pace_interval_ns(void)
+{
+    return (uint64_t)(2.0 * opt.clients / opt.rate * 1e9);
+}
+
+static uint64_t pace_due(const struct client *c, int k)
+{
+    uint64_t iv = pace_interval_ns();
+    return c->w->phase_start + iv * (uint64_t)c->idx / (2u * (uint64_t)opt.clients) +
+           iv * (uint64_t)k;
+}
+
+static void send_next(struct client *from, uint64_t stamp)
 {
     struct client *to = &clients[from->partner];
     char jid[160];
     user_jid(to->user, jid, sizeof(jid));
     char head[96];
     int hl = snprintf(head, sizeof(head), MSG_PREFIX "%d %d %" PRIu64 " ", from->idx, from->sent,
-                      bench_now_ns());
+                      stamp);
     int pad = opt.msg_size > hl ? opt.msg_size - hl : 0;
     char *body = bench_malloc((size_t)hl + (size_t)pad + 1);
     memcpy(body, head, (size_t)hl);
@@ -148,8 +164,8 @@ static void on_message(struct client *c, const struct xdoc *d)
     samples_add(&w->lat, now - t);
     worker_progress(w);
     struct client *sender = &clients[c->partner];
-    if (sender->sent < opt.messages && sender->state == CS_ONLINE) {
-        send_next(sender);
+    if (opt.rate <= 0 && sender->sent < opt.messages && sender->state == CS_ONLINE) {
+        send_next(sender, bench_now_ns());
         client_flush(sender);
     }
     if (c->received == opt.messages)
@@ -306,12 +322,12 @@ void scenario_phase_begin(struct worker *w)
                 if (!c->in_done)
                     w->pending++;
             }
-            for (int k = 0; k < w->nclients; k++) {
+            for (int k = 0; k < w->nclients && opt.rate <= 0; k++) {
                 struct client *c = w->clients[k];
                 if (c->state != CS_ONLINE || clients[c->partner].in_done)
                     continue;
                 for (int m = 0; m < opt.window && c->sent < opt.messages; m++)
-                    send_next(c);
+                    send_next(c, bench_now_ns());
                 client_flush(c);
             }
         } else {
@@ -349,8 +365,44 @@ void scenario_phase_begin(struct worker *w)
     }
 }
 
+/* Paced message flows: send what is due (within the window); ms until the next is due. */
+static int pace_tick(struct worker *w, uint64_t now)
+{
+    uint64_t next = UINT64_MAX;
+    for (int k = 0; k < w->nclients; k++) {
+        struct client *c = w->clients[k];
+        struct client *p = &clients[c->partner];
+        if (c->state != CS_ONLINE || p->in_done)
+            continue;
+        bool any = false;
+        while (c->sent < opt.messages && c->sent - p->received < opt.window) {
+            uint64_t due = pace_due(c, c->sent);
+            if (due > now) {
+                if (due < next)
+                    next = due;
+                break;
+            }
+            send_next(c, due);
+            any = true;
+        }
+        if (any) {
+            client_flush(c);
+            worker_progress(w);
+        }
+    }
+    if (next == UINT64_MAX)
+        return 100;
+    /* Waiting for the schedule is not a stall: --timeout counts from the next due message
+     * (a window held by missing deliveries does not get here and still times out). */
+    worker_progress(w);
+    uint64_t ms = (next - now + 999999) / 1000000;
+    return ms > 100 ? 100 : (int)ms;
+}
+
 int scenario_tick(struct worker *w, uint64_t now)
 {
+    if (w->phase == PH_RUN && opt.scenario == SC_MESSAGE && opt.rate > 0)
+        return pace_tick(w, now);
     if (w->phase == PH_HOLD) {
         worker_progress(w);
         if (now >= w->hold_until) {
@@ -577,16 +629,20 @@ static int run_message(struct result *r)
     r->first_error = first_error();
     snprintf(r->extra_json, sizeof(r->extra_json),
              "\"pairs\":%d,\"messages_per_direction\":%d,\"size\":%d,\"window\":%d,"
-             "\"sent\":%ld,\"delivered\":%ld,\"lost\":%ld,\"unsent\":%ld,\"duplicates\":%ld,"
-             "\"reordered\":%ld,\"foreign\":%ld",
-             opt.clients, opt.messages, opt.msg_size, opt.window, sent, recv, lost, unsent, dup,
-             reorder, bad);
+             "\"target_rate\":%.1f,\"sent\":%ld,\"delivered\":%ld,\"lost\":%ld,\"unsent\":%ld,"
+             "\"duplicates\":%ld,\"reordered\":%ld,\"foreign\":%ld",
+             opt.clients, opt.messages, opt.msg_size, opt.window, opt.rate, sent, recv, lost,
+             unsent, dup, reorder, bad);
+    char paced[96] = "";
+    if (opt.rate > 0)
+        snprintf(paced, sizeof(paced), "  %-22s %.0f msgs/s (latency from scheduled send)\n",
+                 "paced at", opt.rate);
     snprintf(r->extra_human, sizeof(r->extra_human),
-             "  %-22s %d pairs x 2 directions x %d msgs, %d bytes, window %d\n"
+             "  %-22s %d pairs x 2 directions x %d msgs, %d bytes, window %d\n%s"
              "  %-22s %ld / %ld\n"
              "  %-22s %ld lost, %ld unsent, %ld duplicated, %ld reordered, %ld foreign\n",
-             "messages", opt.clients, opt.messages, opt.msg_size, opt.window, "sent / delivered",
-             sent, recv, "check", lost, unsent, dup, reorder, bad);
+             "messages", opt.clients, opt.messages, opt.msg_size, opt.window, paced,
+             "sent / delivered", sent, recv, "check", lost, unsent, dup, reorder, bad);
     workers_run_phase(PH_LOGOUT);
     return r->failed || lost || unsent || dup || reorder || bad || errors ? 1 : 0;
 }
@@ -625,6 +681,25 @@ static int run_idle(struct result *r)
     return r->failed || alive < r->ok ? 1 : 0;
 }
 
+/* --verbose: which contacts each incomplete user is missing (the first few users). */
+static void list_missing(const char *what)
+{
+    int shown = 0;
+    for (int i = 0; i < nclients_total && shown < 20; i++) {
+        struct client *c = &clients[i];
+        char line[512];
+        size_t o = 0;
+        for (int s = 0; s < opt.roster && o + 16 < sizeof(line); s++)
+            if (!(c->pseen[s / 8] & (1u << (s % 8))))
+                o += (size_t)snprintf(line + o, sizeof(line) - o, " %d",
+                                      clients[contact_of(i, s)].user);
+        if (o > 0) {
+            fprintf(stderr, "%s: user %d is missing contacts%s\n", what, c->user, line);
+            shown++;
+        }
+    }
+}
+
 static int run_presence(struct result *r)
 {
     measuring = false;
@@ -639,8 +714,11 @@ static int run_presence(struct result *r)
                    nclients_total, opt.roster, secs(t));
         /* Not fatal by itself: some servers skip 'subscribed' echoes for subscriptions that
          * already exist; the measured phase checks every contact anyway. */
-        if (done < nclients_total)
+        if (done < nclients_total) {
             bench_warn("presence setup incomplete: %ld of %d users", done, nclients_total);
+            if (opt.verbose)
+                list_missing("setup");
+        }
         workers_run_phase(PH_LOGOUT);
         reset_counters();
         for (int i = 0; i < nclients_total; i++)
@@ -668,6 +746,8 @@ static int run_presence(struct result *r)
     r->lat.n = 0; /* login latencies are not this scenario's point */
     r->first_error = first_error();
     long want = (long)nclients_total * opt.roster;
+    if (edges < want && opt.verbose)
+        list_missing("presence");
     snprintf(r->extra_json, sizeof(r->extra_json),
              "\"roster\":%d,\"presences\":%ld,\"contacts_seen\":%ld,\"contacts_expected\":%ld",
              opt.roster, pres, edges, want);
@@ -691,7 +771,8 @@ int scenario_run(void)
     workers = bench_calloc((size_t)opt.threads, sizeof(*workers));
     for (int t = 0; t < opt.threads; t++) {
         workers[t].clients = bench_calloc((size_t)n / (size_t)opt.threads + 2, sizeof(void *));
-        workers[t].rate = opt.rate / opt.threads;
+        /* --rate paces logins, except in the message scenario, where it paces messages */
+        workers[t].rate = opt.scenario == SC_MESSAGE ? 0 : opt.rate / opt.threads;
         workers[t].conc = opt.concurrency ? (opt.concurrency + opt.threads - 1) / opt.threads : 0;
     }
     for (int i = 0; i < n; i++) {

@@ -111,6 +111,32 @@ def main():
        "message window 1 with a drop: 1 lost, 4 unsent, exit 1", out)
     fake2.stop()
 
+    # Paced (--rate): the same counting, and sending follows the schedule: 4 flows of 25 at
+    # 200/s in all are 50/s per flow, so the last message cannot leave before 24/50 s.
+    rc, js, out = bench(fake.port, "--clients", "2", "--messages", "25", "--rate", "200",
+                        "--window", "50", "--threads", "1", "message")
+    ok(rc == 0 and js is not None and js["delivered"] == 100 and js["lost"] == 0 and
+       js["target_rate"] == 200, "paced message: 100 delivered, none lost", out)
+    ok(js is not None and js["wall_s"] >= 0.45, "paced message: follows the schedule", out)
+    fake2 = Fake(cert, key, "--drop", "3")
+    rc, js, out = bench(fake2.port, "--clients", "2", "--messages", "10", "--rate", "400",
+                        "message")
+    ok(rc == 1 and js is not None and js["lost"] == 1 and js["delivered"] == 39,
+       "paced message with one drop: exactly one loss, exit 1", out)
+    fake2.stop()
+    # 2 flows at 2/s in all: the second messages are due 1.5 s in, beyond --timeout 1, which
+    # counts from the schedule, not from the last delivery.
+    rc, js, out = bench(fake.port, "--clients", "1", "--messages", "2", "--rate", "2",
+                        "--timeout", "1", "message")
+    ok(rc == 0 and js is not None and js["delivered"] == 4, "paced message: a slow schedule "
+       "is not a timeout", out)
+
+    # --trace: stanzas of the chosen users only, both directions.
+    rc, js, out = bench(fake.port, "--clients", "2", "--mech", "PLAIN", "--trace", "1",
+                        "--no-warmup", "login")
+    ok(rc == 0 and " user 1 << " in out and " user 1 >> " in out and " user 2 " not in out,
+       "--trace prints user 1's stanzas only", out)
+
     # Logins with each mechanism; the warm-up pass must not count.
     for mech in ("SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"):
         rc, js, out = bench(fake.port, "--clients", "5", "--mech", mech, "login")
