@@ -265,6 +265,17 @@ struct kt_xml *kt_xml_next_element(const struct kt_xml *el)
     return NULL;
 }
 
+bool kt_xml_only_children_in(const struct kt_xml *el, const char *ns)
+{
+    const struct kt_xml *c = kt_xml_first_element(el);
+    if (!c)
+        return false;
+    for (; c; c = kt_xml_next_element(c))
+        if (!c->ns || strcmp(c->ns, ns) != 0)
+            return false;
+    return true;
+}
+
 char *kt_xml_text(const struct kt_xml *el)
 {
     struct kt_buf b = {0};

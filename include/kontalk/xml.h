@@ -61,6 +61,9 @@ KT_API struct kt_xml *kt_xml_child(const struct kt_xml *el, const char *name, co
 /* Element iteration: first element child / next element sibling. */
 KT_API struct kt_xml *kt_xml_first_element(const struct kt_xml *el);
 KT_API struct kt_xml *kt_xml_next_element(const struct kt_xml *el);
+/* Whether el has element children and every one of them is in namespace ns
+ * (e.g. a message that carries only chat states). */
+KT_API bool kt_xml_only_children_in(const struct kt_xml *el, const char *ns);
 /* Concatenated text of el's direct text children (caller frees). Never NULL. */
 KT_API char *kt_xml_text(const struct kt_xml *el);
 

@@ -41,24 +41,13 @@ void c2s_csi_element(struct c2s_conn *cc, const struct kt_xml *el)
     }
 }
 
-/* A message whose every child is a chat state notification. */
-static bool chat_state_only(const struct kt_stanza *st)
-{
-    const struct kt_xml *c = kt_xml_first_element(kt_stanza_xml(st));
-    if (!c)
-        return false;
-    for (; c; c = kt_xml_next_element(c))
-        if (!c->ns || strcmp(c->ns, NS_CHATSTATES) != 0)
-            return false;
-    return true;
-}
 
 bool c2s_csi_hold(struct c2s_conn *cc, struct kt_stanza *st)
 {
     if (!cc->csi_inactive)
         return false;
     enum kt_stanza_kind kind = kt_stanza_kind(st);
-    if (kind == KT_KIND_MESSAGE && chat_state_only(st))
+    if (kind == KT_KIND_MESSAGE && kt_xml_only_children_in(kt_stanza_xml(st), NS_CHATSTATES))
         return true; /* dropped: stale by the time the user looks */
     if (kind != KT_KIND_PRESENCE)
         return false;

@@ -127,30 +127,30 @@ void c2s_ip_conn_close(struct c2s *c2s, const char *ip)
     pthread_mutex_unlock(&c2s->lock);
 }
 
-bool c2s_ip_auth_allowed(struct c2s *c2s, const char *ip)
+/* Under lock: the address's failure count, in a one-minute window. */
+static struct c2s_ip *ip_window(struct c2s *c2s, const char *ip)
 {
     uint64_t now = kt_now_ms();
-    pthread_mutex_lock(&c2s->lock);
     struct c2s_ip *e = ip_get(c2s, ip);
     if (now - e->window_start_ms > 60000) {
         e->window_start_ms = now;
         e->failures = 0;
     }
-    bool ok = e->failures < (unsigned long long)c2s->conf->auth_attempts_per_ip;
+    return e;
+}
+
+bool c2s_ip_auth_allowed(struct c2s *c2s, const char *ip)
+{
+    pthread_mutex_lock(&c2s->lock);
+    bool ok = ip_window(c2s, ip)->failures < (unsigned long long)c2s->conf->auth_attempts_per_ip;
     pthread_mutex_unlock(&c2s->lock);
     return ok;
 }
 
 void c2s_ip_auth_failed(struct c2s *c2s, const char *ip)
 {
-    uint64_t now = kt_now_ms();
     pthread_mutex_lock(&c2s->lock);
-    struct c2s_ip *e = ip_get(c2s, ip);
-    if (now - e->window_start_ms > 60000) {
-        e->window_start_ms = now;
-        e->failures = 0;
-    }
-    e->failures++;
+    ip_window(c2s, ip)->failures++;
     pthread_mutex_unlock(&c2s->lock);
     atomic_fetch_add(&c2s->auth_failures, 1);
 }

@@ -29,16 +29,6 @@ static bool local_user(const struct sm *sm, const struct kt_jid *jid)
     return jid && jid->local && strcmp(jid->domain, sm->core->network) == 0;
 }
 
-static bool chat_state_only(const struct kt_stanza *st)
-{
-    const struct kt_xml *c = kt_xml_first_element(kt_stanza_xml(st));
-    if (!c)
-        return false;
-    for (; c; c = kt_xml_next_element(c))
-        if (!c->ns || strcmp(c->ns, NS_CHATSTATES) != 0)
-            return false;
-    return true;
-}
 
 /* To the bare JID's best resources; false if there is none. */
 static bool deliver_bare(struct sm *sm, struct kt_stanza *st, const struct kt_jid *to)
@@ -79,7 +69,7 @@ static enum kt_verdict message_in(struct kt_stanza *st, void *data)
     }
     if (type != KT_TYPE_GROUPCHAT && deliver_bare(sm, st, to))
         return KT_HANDLED;
-    if (type == KT_TYPE_HEADLINE || chat_state_only(st))
+    if (type == KT_TYPE_HEADLINE || kt_xml_only_children_in(kt_stanza_xml(st), NS_CHATSTATES))
         return KT_HANDLED; /* RFC 6121 §8.5.2.2.1, XEP-0085 §5.6: dropped on purpose */
     if (sm->conf->offline_max > 0 && sm_offline_storable(st)) {
         sm_offline_store(sm, st);

@@ -194,23 +194,45 @@ void sm_users_set_carbons(struct sm_users *u, struct kt_session *s, bool enabled
     pthread_mutex_unlock(&u->shards[h % SHARDS].lock);
 }
 
-unsigned sm_users_carbon_targets(struct sm_users *u, const struct kt_jid *jid,
-                                 const struct kt_session *except, struct kt_session **out,
-                                 unsigned max)
+/* Sessions (references) of jid's user whose resource passes `want`. */
+static unsigned collect(struct sm_users *u, const struct kt_jid *jid,
+                        bool (*want)(const struct sm_res *r, const void *arg), const void *arg,
+                        struct kt_session **out, unsigned max)
 {
     unsigned h = hash(jid->bare), n = 0;
     pthread_mutex_lock(&u->shards[h % SHARDS].lock);
     struct sm_user **p = find(u, h, jid->bare);
     if (*p) {
-        for (unsigned i = 0; i < (*p)->nres && n < max; i++) {
-            const struct sm_res *r = &(*p)->res[i];
-            if (r->carbons && r->session != except)
-                out[n++] = kt_session_ref(r->session);
-        }
+        for (unsigned i = 0; i < (*p)->nres && n < max; i++)
+            if (want(&(*p)->res[i], arg))
+                out[n++] = kt_session_ref((*p)->res[i].session);
         drop_if_empty(p);
     }
     pthread_mutex_unlock(&u->shards[h % SHARDS].lock);
     return n;
+}
+
+static bool want_carbons(const struct sm_res *r, const void *except)
+{
+    return r->carbons && r->session != except;
+}
+
+static bool want_interested(const struct sm_res *r, const void *arg)
+{
+    (void)arg;
+    return r->interested;
+}
+
+static bool want_any(const struct sm_res *r, const void *available_only)
+{
+    return !*(const bool *)available_only || r->available;
+}
+
+unsigned sm_users_carbon_targets(struct sm_users *u, const struct kt_jid *jid,
+                                 const struct kt_session *except, struct kt_session **out,
+                                 unsigned max)
+{
+    return collect(u, jid, want_carbons, except, out, max);
 }
 
 void sm_users_directed(struct sm_users *u, struct kt_session *s, const char *jid, bool available)
@@ -258,17 +280,7 @@ void sm_users_set_interested(struct sm_users *u, struct kt_session *s)
 unsigned sm_users_interested(struct sm_users *u, const struct kt_jid *jid,
                              struct kt_session **out, unsigned max)
 {
-    unsigned h = hash(jid->bare), n = 0;
-    pthread_mutex_lock(&u->shards[h % SHARDS].lock);
-    struct sm_user **p = find(u, h, jid->bare);
-    if (*p) {
-        for (unsigned i = 0; i < (*p)->nres && n < max; i++)
-            if ((*p)->res[i].interested)
-                out[n++] = kt_session_ref((*p)->res[i].session);
-        drop_if_empty(p);
-    }
-    pthread_mutex_unlock(&u->shards[h % SHARDS].lock);
-    return n;
+    return collect(u, jid, want_interested, NULL, out, max);
 }
 
 unsigned sm_users_presences(struct sm_users *u, const struct kt_jid *jid, struct kt_stanza **out,
@@ -290,17 +302,7 @@ unsigned sm_users_presences(struct sm_users *u, const struct kt_jid *jid, struct
 unsigned sm_users_resources(struct sm_users *u, const struct kt_jid *jid, bool available_only,
                             struct kt_session **out, unsigned max)
 {
-    unsigned h = hash(jid->bare), n = 0;
-    pthread_mutex_lock(&u->shards[h % SHARDS].lock);
-    struct sm_user **p = find(u, h, jid->bare);
-    if (*p) {
-        for (unsigned i = 0; i < (*p)->nres && n < max; i++)
-            if (!available_only || (*p)->res[i].available)
-                out[n++] = kt_session_ref((*p)->res[i].session);
-        drop_if_empty(p);
-    }
-    pthread_mutex_unlock(&u->shards[h % SHARDS].lock);
-    return n;
+    return collect(u, jid, want_any, &available_only, out, max);
 }
 
 unsigned sm_users_targets(struct sm_users *u, const struct kt_jid *jid,

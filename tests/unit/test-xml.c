@@ -210,8 +210,24 @@ static void test_copy(void)
     ok(root == NULL, "deep tree freed");
 }
 
+static void test_only_children_in(void)
+{
+    struct kt_xml *m = kt_xml_new("message", "jabber:client");
+    ok(!kt_xml_only_children_in(m, "urn:a"), "no children: false");
+    kt_xml_add_text(m, "text", 4);
+    ok(!kt_xml_only_children_in(m, "urn:a"), "text only: false");
+    kt_xml_add_child(m, "composing", "urn:a");
+    ok(kt_xml_only_children_in(m, "urn:a"), "one child in ns: true (text ignored)");
+    kt_xml_add_child(m, "paused", "urn:a");
+    ok(kt_xml_only_children_in(m, "urn:a"), "two children in ns: true");
+    kt_xml_add_child(m, "body", "jabber:client");
+    ok(!kt_xml_only_children_in(m, "urn:a"), "one child elsewhere: false");
+    kt_xml_free(&m);
+}
+
 int main(void)
 {
+    test_only_children_in();
     test_build();
     test_escape();
     test_attrs();
