@@ -92,7 +92,7 @@ static int item_load(struct kt_db *db, const char *owner, const char *contact, s
     it->contact = kt_strdup(contact);
     if (kt_db_query(db,
                     "SELECT in_roster, name, groups_, subscription, ask, approved, pending_in "
-                    "FROM roster WHERE owner = ? AND contact = ? FOR UPDATE",
+                    "FROM roster WHERE owner = ? AND contact = ?",
                     p, 2, &r) < 0)
         return -1;
     if (r->nrows == 1) {
@@ -397,7 +397,27 @@ static void apply(struct job *j, struct item *it)
                  (it->pending_in != NULL) != pending || j->op == OP_SET || j->op == OP_REMOVE;
 }
 
+/* One attempt; returns the MariaDB error number of a failure (0: done). */
+static unsigned run_change_once(struct kt_db *db, struct job *j);
+
+/* The owner's queue already serialises its changes, so no row locks are
+ * taken; a deadlock or lock timeout between owners (InnoDB gap locks on
+ * the roster_version upsert) is retried: it is transient, and giving up
+ * would lose a subscription stanza. */
 static void run_change(struct kt_db *db, struct job *j)
+{
+    for (int attempt = 0; attempt < 5; attempt++) {
+        unsigned err = run_change_once(db, j);
+        if (err != 1213 && err != 1205) /* ER_LOCK_DEADLOCK, ER_LOCK_WAIT_TIMEOUT */
+            return;
+        j->err = KT_SE_NONE;
+        j->changed = j->route = j->auto_subscribed = j->send_presence = false;
+        j->send_unavailable = j->deliver = j->push_remove = false;
+    }
+    kt_log(KT_LOG_ERROR, "sm: roster change for %s kept deadlocking", j->owner->local);
+}
+
+static unsigned run_change_once(struct kt_db *db, struct job *j)
 {
     struct item cur;
     const char *contact = j->it.contact;
@@ -425,7 +445,7 @@ static void run_change(struct kt_db *db, struct job *j)
                 item_clear(&cur);
                 kt_db_rollback(db);
                 j->err = KT_SE_NOT_ALLOWED;
-                return;
+                return 0;
             }
         }
     } else if (j->op == OP_REMOVE) {
@@ -433,7 +453,7 @@ static void run_change(struct kt_db *db, struct job *j)
             item_clear(&cur);
             kt_db_rollback(db);
             j->err = KT_SE_ITEM_NOT_FOUND;
-            return;
+            return 0;
         }
         /* §2.5.2: cancel both directions, then forget the item. */
         j->send_unavailable = (cur.sub & SUB_FROM) != 0;
@@ -467,14 +487,19 @@ static void run_change(struct kt_db *db, struct job *j)
     } else {
         item_clear(&cur);
     }
-    return;
+    return 0;
 fail_cur:
     item_clear(&cur);
-fail:
+fail:;
+    unsigned dberr = kt_db_errno(db);
     kt_db_rollback(db);
     /* A foreign key error means the owner has no account. */
-    j->unknown_owner = kt_db_errno(db) == 1452;
+    j->unknown_owner = dberr == 1452;
     j->err = KT_SE_INTERNAL_SERVER_ERROR;
+    if (!j->unknown_owner && dberr != 1213 && dberr != 1205)
+        kt_log(KT_LOG_ERROR, "sm: roster change for %s failed: %s", j->owner->local,
+               kt_db_error(db));
+    return dberr;
 }
 
 static void run_pending(struct kt_db *db, struct job *j)
