@@ -155,3 +155,32 @@ def test_unacked_message_of_closing_stream_goes_offline(sm_node):
     with online(sm_node, "bob", "tablet") as b2:
         got = expect_message(b2, "ua")
         assert got.find(q(NS_DELAY, "delay")) is not None, show(got)
+
+
+def test_resumption_timeout_sends_unacked_to_offline_storage(make_node):
+    """XEP-0198: a session that is not resumed in time ends; what it never acknowledged is
+    stored offline (the user has no other session), and a late <resume/> fails cleanly."""
+    node = make_node()
+    node.conf["sm"] = {"offline_max": 5}
+    setup_c2s(node, auth_attempts_per_ip=100000, sm_resume_timeout=1)
+    dom = node.jid_domain
+    b = online(node, "bob", "phone")
+    b.send("<enable xmlns='%s' resume='true'/>" % NS_SM)
+    enabled = b.next(5)
+    assert enabled.tag == q(NS_SM, "enabled") and enabled.get("resume") == "true", show(enabled)
+    with online(node, "alice") as a:
+        time.sleep(0.2)
+        a.send(message("bob@%s/phone" % dom, "never acked", "na"))
+        expect_message(b, "na")
+        b.drop()                      # TCP gone, no </stream:stream>, no ack
+        time.sleep(2.5)               # past sm_resume_timeout
+        a.quiet(0.5)                  # stored, not bounced
+    late = client_for(node)
+    late.login("bob", PASSWORDS["bob"], bind=False)
+    late.send("<resume xmlns='%s' previd='%s' h='0'/>" % (NS_SM, enabled.get("id")))
+    failed = late.next(5)
+    assert failed.tag == q(NS_SM, "failed"), show(failed)
+    late.close()
+    with online(node, "bob", "tablet") as b2:
+        got = expect_message(b2, "na")
+        assert got.find(q(NS_DELAY, "delay")) is not None, show(got)
