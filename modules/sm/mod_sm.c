@@ -95,6 +95,7 @@ static int sm_init(struct kt_core *core, const void *conf, const config_setting_
     sm->conf = conf;
     sm->started = time(NULL);
     sm->users = sm_users_new();
+    sm->rcache = sm_rcache_new();
     for (unsigned i = 0; i < SM_USER_QUEUES; i++)
         sm->user_queues[i] = kt_jobq_new(core->workers);
     *state_r = sm;
@@ -128,6 +129,7 @@ static void sm_free(void *state)
         kt_jobq_free(&sm->user_queues[i]);
     sm_blocking_free(sm);
     sm_users_free(&sm->users);
+    sm_rcache_free(&sm->rcache);
     free(sm->features);
     free(sm);
 }

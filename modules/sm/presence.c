@@ -14,8 +14,9 @@
  * unavailable when it has none. Presence to a local bare JID goes to its
  * available resources; to a full JID, c2s's route writes it.
  *
- * The contact lists come from the roster table through a job on the user's
- * queue, so they are consistent with subscription changes queued before.
+ * The contact lists come from the subscription cache (roster.c) through a
+ * job on the user's queue, so they are consistent with subscription changes
+ * queued before.
  * Directed presence is routed as addressed and remembered per resource, so
  * the resource's unavailable presence reaches its recipients too. */
 #include "config.h"
@@ -82,9 +83,9 @@ struct broadcast {
 static void broadcast_run(struct kt_db *db, void *data)
 {
     struct broadcast *b = data;
-    b->subscribers = sm_roster_contacts(db, b->local, SM_SUB_FROM, &b->nsubscribers);
+    b->subscribers = sm_roster_contacts(b->sm, db, b->local, SM_SUB_FROM, &b->nsubscribers);
     if (b->initial)
-        b->contacts = sm_roster_contacts(db, b->local, SM_SUB_TO, &b->ncontacts);
+        b->contacts = sm_roster_contacts(b->sm, db, b->local, SM_SUB_TO, &b->ncontacts);
 }
 
 static void broadcast_done(void *data)
@@ -172,10 +173,12 @@ static enum kt_verdict broadcast_in(struct kt_stanza *st, void *data)
          * that last activity (XEP-0012) reports. */
         struct kt_session *others[1];
         unsigned n = sm_users_resources(sm->users, from, true, others, 1);
-        if (n)
+        if (n) {
             kt_session_unref(&others[0]);
-        else
+        } else {
             sm_userinfo_logout(sm, from);
+            sm_roster_forget(sm, from->local);
+        }
     }
     struct broadcast *b = kt_new(struct broadcast);
     b->sm = sm;
@@ -198,14 +201,8 @@ struct probe {
 static void probe_run(struct kt_db *db, void *data)
 {
     struct probe *p = data;
-    struct kt_db_param q[] = {KT_DB_P_STR(p->owner->local),
-                              KT_DB_P_STR(kt_stanza_from(p->st)->bare)};
-    struct kt_db_result *r = NULL;
-    if (kt_db_query(db,
-                    "SELECT 1 FROM roster WHERE owner = ? AND contact = ? AND (subscription & 2)",
-                    q, 2, &r) == 0)
-        p->allowed = r->nrows > 0;
-    kt_db_result_free(&r);
+    int sub = sm_roster_sub(p->sm, db, p->owner->local, kt_stanza_from(p->st)->bare);
+    p->allowed = sub > 0 && (sub & SM_SUB_FROM);
 }
 
 static void probe_done(void *data)
@@ -275,13 +272,8 @@ struct unblocked {
 static void unblocked_run(struct kt_db *db, void *data)
 {
     struct unblocked *u = data;
-    struct kt_db_param q[] = {KT_DB_P_STR(u->user->local), KT_DB_P_STR(u->contact->bare)};
-    struct kt_db_result *r = NULL;
-    if (kt_db_query(db,
-                    "SELECT 1 FROM roster WHERE owner = ? AND contact = ? AND (subscription & 2)",
-                    q, 2, &r) == 0)
-        u->subscribed = r->nrows > 0;
-    kt_db_result_free(&r);
+    int sub = sm_roster_sub(u->sm, db, u->user->local, u->contact->bare);
+    u->subscribed = sub > 0 && (sub & SM_SUB_FROM);
 }
 
 static void unblocked_done(void *data)

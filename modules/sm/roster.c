@@ -11,8 +11,8 @@
  *
  * Outbound subscription stanzas (from a local user) are taken by an IN hook
  * before routing and sent on with the user's bare JID as 'from' (§3.1.2);
- * inbound ones (to a local user) by a LOCAL hook. Not cached in memory yet:
- * a roster get reads the database. */
+ * inbound ones (to a local user) by a LOCAL hook. A roster get reads the
+ * database; presence reads the subscription cache below. */
 #include "config.h"
 #include "modules/sm/sm.h"
 
@@ -21,6 +21,7 @@
 #include <kontalk/log.h>
 #include <kontalk/session.h>
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -158,21 +159,207 @@ out:
     return ver;
 }
 
-/* Contacts of owner whose subscription has any bit of mask (SUB_TO/FROM). */
-char **sm_roster_contacts(struct kt_db *db, const char *owner, int mask, unsigned *n_r)
+/* --- the subscription cache ---
+ * What presence needs on every change (who sees the user, whom the user
+ * sees) is kept in memory per owner while the owner has sessions: loaded
+ * from the database by the first job that needs it, updated by every
+ * roster change after its commit, dropped when the owner's last resource
+ * leaves (sm_roster_forget). Jobs for one owner are serialised by its user
+ * queue, so a load never races a change of the same owner; the shard mutex
+ * only protects the table itself against the I/O thread's forget. */
+
+#define RC_SHARDS 16
+#define RC_BUCKETS 256
+
+struct rc_contact {
+    char *jid;
+    int sub;
+};
+
+struct rc_owner {
+    char *owner;
+    struct rc_contact *v;
+    unsigned n, cap;
+    struct rc_owner *next;
+};
+
+struct sm_rcache {
+    struct {
+        pthread_mutex_t lock;
+        struct rc_owner *buckets[RC_BUCKETS];
+    } shards[RC_SHARDS];
+};
+
+static unsigned rc_hash(const char *s)
 {
-    struct kt_db_param p[] = {KT_DB_P_STR(owner), KT_DB_P_INT(mask)};
+    unsigned h = 2166136261u;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 16777619u;
+    return h;
+}
+
+static struct rc_owner **rc_slot(struct sm_rcache *c, unsigned h, const char *owner)
+{
+    struct rc_owner **p = &c->shards[h % RC_SHARDS].buckets[(h / RC_SHARDS) % RC_BUCKETS];
+    while (*p && strcmp((*p)->owner, owner) != 0)
+        p = &(*p)->next;
+    return p;
+}
+
+static void rc_owner_free(struct rc_owner *o)
+{
+    for (unsigned i = 0; i < o->n; i++)
+        free(o->v[i].jid);
+    free(o->v);
+    free(o->owner);
+    free(o);
+}
+
+static void rc_set(struct rc_owner *o, const char *jid, int sub)
+{
+    for (unsigned i = 0; i < o->n; i++)
+        if (strcmp(o->v[i].jid, jid) == 0) {
+            if (sub) {
+                o->v[i].sub = sub;
+            } else {
+                free(o->v[i].jid);
+                o->v[i] = o->v[--o->n];
+            }
+            return;
+        }
+    if (!sub)
+        return;
+    if (o->n == o->cap) {
+        o->cap = o->cap ? o->cap * 2 : 8;
+        o->v = kt_realloc(o->v, o->cap * sizeof(*o->v));
+    }
+    o->v[o->n++] = (struct rc_contact){kt_strdup(jid), sub};
+}
+
+struct sm_rcache *sm_rcache_new(void)
+{
+    struct sm_rcache *c = kt_new(struct sm_rcache);
+    for (unsigned i = 0; i < RC_SHARDS; i++)
+        pthread_mutex_init(&c->shards[i].lock, NULL);
+    return c;
+}
+
+void sm_rcache_free(struct sm_rcache **cp)
+{
+    struct sm_rcache *c = *cp;
+    if (!c)
+        return;
+    for (unsigned i = 0; i < RC_SHARDS; i++) {
+        for (unsigned b = 0; b < RC_BUCKETS; b++)
+            while (c->shards[i].buckets[b]) {
+                struct rc_owner *o = c->shards[i].buckets[b];
+                c->shards[i].buckets[b] = o->next;
+                rc_owner_free(o);
+            }
+        pthread_mutex_destroy(&c->shards[i].lock);
+    }
+    free(c);
+    *cp = NULL;
+}
+
+void sm_roster_forget(struct sm *sm, const char *owner)
+{
+    unsigned h = rc_hash(owner);
+    pthread_mutex_lock(&sm->rcache->shards[h % RC_SHARDS].lock);
+    struct rc_owner **p = rc_slot(sm->rcache, h, owner);
+    struct rc_owner *gone = *p;
+    if (gone)
+        *p = gone->next;
+    pthread_mutex_unlock(&sm->rcache->shards[h % RC_SHARDS].lock);
+    if (gone)
+        rc_owner_free(gone);
+}
+
+/* After a committed change: keep a loaded cache in step. */
+static void rc_changed(struct sm *sm, const char *owner, const char *contact, int sub)
+{
+    unsigned h = rc_hash(owner);
+    pthread_mutex_lock(&sm->rcache->shards[h % RC_SHARDS].lock);
+    struct rc_owner *o = *rc_slot(sm->rcache, h, owner);
+    if (o)
+        rc_set(o, contact, sub);
+    pthread_mutex_unlock(&sm->rcache->shards[h % RC_SHARDS].lock);
+}
+
+/* Worker side: makes sure owner's subscriptions are cached. -1 on a
+ * database error. */
+static int rc_load(struct sm *sm, struct kt_db *db, const char *owner)
+{
+    unsigned h = rc_hash(owner);
+    pthread_mutex_lock(&sm->rcache->shards[h % RC_SHARDS].lock);
+    bool cached = *rc_slot(sm->rcache, h, owner) != NULL;
+    pthread_mutex_unlock(&sm->rcache->shards[h % RC_SHARDS].lock);
+    if (cached)
+        return 0;
+    struct kt_db_param p = KT_DB_P_STR(owner);
     struct kt_db_result *r = NULL;
-    *n_r = 0;
-    if (kt_db_query(db, "SELECT contact FROM roster WHERE owner = ? AND (subscription & ?) <> 0",
-                    p, 2, &r) < 0)
-        return NULL;
-    char **v = kt_calloc(r->nrows + 1, sizeof(*v));
+    if (kt_db_query(db, "SELECT contact, subscription FROM roster WHERE owner = ? "
+                        "AND subscription <> 0",
+                    &p, 1, &r) < 0)
+        return -1;
+    struct rc_owner *o = kt_new(struct rc_owner);
+    o->owner = kt_strdup(owner);
     for (unsigned i = 0; i < r->nrows; i++)
-        v[i] = kt_strdup(kt_db_value(r, i, 0));
-    *n_r = r->nrows;
+        rc_set(o, kt_db_value(r, i, 0), (int)kt_db_int(r, i, 1) & 3);
     kt_db_result_free(&r);
+    pthread_mutex_lock(&sm->rcache->shards[h % RC_SHARDS].lock);
+    struct rc_owner **slot = rc_slot(sm->rcache, h, owner);
+    if (!*slot) {
+        *slot = o;
+        o = NULL;
+    }
+    pthread_mutex_unlock(&sm->rcache->shards[h % RC_SHARDS].lock);
+    if (o)
+        rc_owner_free(o);
+    return 0;
+}
+
+char **sm_roster_contacts(struct sm *sm, struct kt_db *db, const char *owner, int mask,
+                          unsigned *n_r)
+{
+    *n_r = 0;
+    if (rc_load(sm, db, owner) < 0)
+        return NULL;
+    unsigned h = rc_hash(owner);
+    pthread_mutex_lock(&sm->rcache->shards[h % RC_SHARDS].lock);
+    struct rc_owner *o = *rc_slot(sm->rcache, h, owner);
+    char **v = kt_calloc((o ? o->n : 0) + 1, sizeof(*v));
+    for (unsigned i = 0; o && i < o->n; i++)
+        if (o->v[i].sub & mask)
+            v[(*n_r)++] = kt_strdup(o->v[i].jid);
+    pthread_mutex_unlock(&sm->rcache->shards[h % RC_SHARDS].lock);
     return v;
+}
+
+int sm_roster_sub(struct sm *sm, struct kt_db *db, const char *owner, const char *contact)
+{
+    unsigned h = rc_hash(owner);
+    int sub = -2; /* not cached */
+    pthread_mutex_lock(&sm->rcache->shards[h % RC_SHARDS].lock);
+    struct rc_owner *o = *rc_slot(sm->rcache, h, owner);
+    for (unsigned i = 0; o && i < o->n && sub == -2; i++)
+        if (strcmp(o->v[i].jid, contact) == 0)
+            sub = o->v[i].sub;
+    if (o && sub == -2)
+        sub = 0;
+    pthread_mutex_unlock(&sm->rcache->shards[h % RC_SHARDS].lock);
+    if (sub != -2)
+        return sub;
+    /* Not cached (e.g. a probe for a user who is offline): one row, and the
+     * cache is left alone so that it only holds users with sessions. */
+    struct kt_db_param p[] = {KT_DB_P_STR(owner), KT_DB_P_STR(contact)};
+    struct kt_db_result *r = NULL;
+    if (kt_db_query(db, "SELECT subscription FROM roster WHERE owner = ? AND contact = ?", p, 2,
+                    &r) < 0)
+        return -1;
+    sub = r->nrows ? (int)kt_db_int(r, 0, 0) & 3 : 0;
+    kt_db_result_free(&r);
+    return sub;
 }
 
 void sm_roster_contacts_free(char **v)
@@ -475,6 +662,8 @@ static unsigned run_change_once(struct kt_db *db, struct job *j)
     }
     if (kt_db_commit(db) < 0)
         goto fail_cur;
+    if (j->changed)
+        rc_changed(j->sm, j->owner->local, contact, cur.sub);
     if (j->op != OP_REMOVE) {
         char *contact_copy = kt_strdup(contact);
         item_clear(&j->it);

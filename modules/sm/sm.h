@@ -25,6 +25,7 @@ struct sm_conf {
 #define SM_USER_QUEUES 16
 
 struct sm_users;
+struct sm_rcache;
 struct kt_session;
 struct kt_timer;
 
@@ -33,6 +34,7 @@ struct sm {
     const struct sm_conf *conf;
     time_t started;
     struct sm_users *users; /* resources, availability, priority (users.c) */
+    struct sm_rcache *rcache; /* subscriptions of users with sessions (roster.c) */
     /* Database work about one user runs in order: one of these queues,
      * picked by localpart (sm_user_queue). */
     struct kt_jobq *user_queues[SM_USER_QUEUES];
@@ -110,8 +112,18 @@ struct kt_stanza *sm_parse_stored(const char *bytes, size_t len);
 /* roster.c */
 struct kt_db;
 /* Contacts of owner whose subscription has a bit of mask (1 = to, 2 = from):
- * a NULL-terminated array (worker side); free with sm_roster_contacts_free. */
-char **sm_roster_contacts(struct kt_db *db, const char *owner, int mask, unsigned *n_r);
+ * a NULL-terminated array (worker side, in a job on owner's user queue;
+ * from the subscription cache, loaded if needed); free with
+ * sm_roster_contacts_free. */
+char **sm_roster_contacts(struct sm *sm, struct kt_db *db, const char *owner, int mask,
+                          unsigned *n_r);
+/* Subscription bits owner has with contact (bare JID), -1 on a database
+ * error. Worker side, like sm_roster_contacts. */
+int sm_roster_sub(struct sm *sm, struct kt_db *db, const char *owner, const char *contact);
+/* Drops owner's cached subscriptions (its last resource left). Any thread. */
+void sm_roster_forget(struct sm *sm, const char *owner);
+struct sm_rcache *sm_rcache_new(void);
+void sm_rcache_free(struct sm_rcache **c);
 void sm_roster_contacts_free(char **v);
 /* Subscription requests that waited for the user, to a new session. */
 void sm_roster_send_pending(struct sm *sm, struct kt_session *s);

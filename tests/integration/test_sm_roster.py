@@ -166,6 +166,11 @@ def test_subscription_handshake_both_ways_with_presence(node):
         a.send("<presence to='%s' type='subscribed'/>" % bob)
         expect_all(a, [is_push(bob, "both")])
         expect_all(b, [is_push(alice, "both"), is_presence(alice + "/")])
+        # A later presence change of bob's reaches alice: the subscription cache, loaded at
+        # bob's initial presence, followed the handshake.
+        b.send("<presence><status>away</status></presence>")
+        away = presence_of(a, bob + "/", None)
+        assert away.findtext(q(NS_CLIENT, "status")) == "away", show(away)
         # Bob leaves: alice learns it (c2s announces unavailable for him).
         b.send("</stream:stream>")
         presence_of(a, bob + "/", "unavailable")
