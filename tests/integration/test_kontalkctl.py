@@ -152,3 +152,21 @@ def test_no_column_holds_the_password(node):
     for column, value in zip(columns, values[0]):
         assert secret not in value, "column %s holds the password" % column
         assert "636F727265637420686F727365" not in value, "column %s holds part of it" % column
+
+
+def test_user_del_removes_the_users_data(running_node):
+    """Every table that belongs to an account goes with it (foreign keys, ON DELETE CASCADE)."""
+    node = running_node
+    node.ctl("user", "add", "gone", "--password", "pw", check=True)
+    db = node.db
+    for sql in ("INSERT INTO offline (owner, stanza, expires) VALUES ('gone', 'x', NOW())",
+                "INSERT INTO vcards (localpart, vcard) VALUES ('gone', 'v')",
+                "INSERT INTO roster (owner, contact, in_roster) VALUES ('gone', 'a@b', 1)",
+                "INSERT INTO roster_version (owner, ver) VALUES ('gone', 1)"):
+        db.sql(sql, database=node.db_name)
+    node.ctl("user", "del", "gone", check=True)
+    for table, col in (("offline", "owner"), ("vcards", "localpart"), ("roster", "owner"),
+                       ("roster_version", "owner")):
+        n = db.scalar("SELECT COUNT(*) FROM %s WHERE %s = 'gone'" % (table, col),
+                      database=node.db_name)
+        assert n == "0", (table, n)
