@@ -144,7 +144,9 @@ struct options {
     int msg_size;       /* body bytes */
     int window;         /* messages in flight per direction */
     double duration;    /* idle: seconds to hold */
-    int server_pid;     /* idle: RSS source */
+    int server_pid;     /* RSS (idle) and CPU source */
+    int cpu_pids[8];    /* more processes whose CPU counts as the server's (its database) */
+    int ncpu_pids;
     int roster;         /* presence: contacts per user (even) */
     bool skip_setup;    /* presence: rosters already exist */
     double timeout;     /* seconds without progress before a phase gives up */
@@ -237,6 +239,9 @@ double samples_max_ms(const struct samples *s);
 void samples_free(struct samples *s);
 double cpu_seconds(void); /* user+system of this process */
 long proc_rss_kb(int pid);  /* VmRSS of a process and its children if any; -1 on error */
+double proc_cpu_s(int pid); /* user+system s of a process and its children; -1 on error */
+/* CPU s of --server-pid (and children) plus every --cpu-pid; -1 without --server-pid */
+double server_cpu_s(void);
 
 /* ---- worker.c ---- */
 enum phase { PH_LOGIN, PH_SETUP, PH_RUN, PH_HOLD, PH_LOGOUT };

@@ -70,7 +70,10 @@ static void usage(int status)
           "  --size B              message: body bytes (default 100)\n"
           "  --window W            message: in flight per direction (default 10)\n"
           "  --duration T          idle: seconds to hold the sessions (default 10)\n"
-          "  --server-pid PID      idle: read the server's RSS (with its child processes)\n"
+          "  --server-pid PID      the server's CPU time per operation and (idle) its RSS,\n"
+          "                        with its child processes\n"
+          "  --cpu-pid PID         count this process's CPU as the server's too (its database;\n"
+          "                        repeatable)\n"
           "  --roster R            presence: contacts per user, even (default 10)\n"
           "  --skip-setup          presence: the rosters already exist\n"
           "  --timeout S           give up a phase after S s without progress (default 10)\n"
@@ -173,7 +176,7 @@ int main(int argc, char **argv)
         O_LABEL = 256, O_HOST, O_PORT, O_DOMAIN, O_TLS, O_TLSMIN, O_MECH, O_USERS, O_BASE,
         O_PASSWORD, O_THREADS, O_CLIENTS, O_CONC, O_RATE, O_NOWARM, O_NOPRES, O_MESSAGES,
         O_SIZE, O_WINDOW, O_DURATION, O_PID, O_ROSTER, O_SKIP, O_TIMEOUT, O_SRC, O_JSON,
-        O_VERBOSE, O_TRACE, O_HELP
+        O_VERBOSE, O_TRACE, O_CPUPID, O_HELP
     };
     static const struct option longopts[] = {
         {"label", 1, 0, O_LABEL},         {"host", 1, 0, O_HOST},
@@ -190,7 +193,7 @@ int main(int argc, char **argv)
         {"skip-setup", 0, 0, O_SKIP},     {"timeout", 1, 0, O_TIMEOUT},
         {"source-addrs", 1, 0, O_SRC},    {"json", 0, 0, O_JSON},
         {"verbose", 0, 0, O_VERBOSE},     {"help", 0, 0, O_HELP},
-        {"trace", 1, 0, O_TRACE},
+        {"trace", 1, 0, O_TRACE},         {"cpu-pid", 1, 0, O_CPUPID},
         {0, 0, 0, 0}};
     int ch;
     while ((ch = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
@@ -237,6 +240,11 @@ int main(int argc, char **argv)
         case O_JSON: opt.json_only = true; break;
         case O_VERBOSE: opt.verbose = true; break;
         case O_TRACE: parse_trace(optarg); break;
+        case O_CPUPID:
+            if (opt.ncpu_pids >= (int)(sizeof(opt.cpu_pids) / sizeof(opt.cpu_pids[0])))
+                bench_die("--cpu-pid: at most %zu", sizeof(opt.cpu_pids) / sizeof(opt.cpu_pids[0]));
+            opt.cpu_pids[opt.ncpu_pids++] = (int)num("--cpu-pid", optarg, 1, 1e9);
+            break;
         case O_HELP:
         case 'h': usage(0); break;
         default: usage(2);

@@ -452,6 +452,8 @@ struct result {
     const char *scenario;
     long clients;
     double wall, cpu;
+    double scpu; /* server CPU s over the measured part (--server-pid), -1 if unknown */
+    long ops;    /* what scpu is divided by: logins, deliveries, presences, sessions */
     long ok, failed, errors;
     double rate;
     const char *rate_name;
@@ -526,6 +528,7 @@ static void report(struct result *r)
     double p50 = samples_pct_ms(&r->lat, 50), p99 = samples_pct_ms(&r->lat, 99);
     double mx = samples_max_ms(&r->lat);
     double cpu_pct = r->wall > 0 ? 100.0 * r->cpu / r->wall : 0;
+    double per_op = r->scpu >= 0 && r->ops > 0 ? r->scpu * 1e6 / (double)r->ops : -1;
     char err[200];
     json_str(err, sizeof(err), r->first_error ? r->first_error : "");
     if (!opt.json_only) {
@@ -544,15 +547,20 @@ static void report(struct result *r)
             printf("  %-22s %ld\n", "errors after login", r->errors);
         printf("  %-22s %.2f s (%.0f%% of one core; %d threads)\n", "bench CPU", r->cpu, cpu_pct,
                opt.threads);
+        if (r->scpu >= 0)
+            printf("  %-22s %.2f s (%.0f%% of one core), %.1f us per %s\n", "server CPU", r->scpu,
+                   r->wall > 0 ? 100.0 * r->scpu / r->wall : 0, per_op, r->scenario[0] == 'l'
+                   ? "login" : r->scenario[0] == 'm' ? "message" : r->scenario[0] == 'p'
+                   ? "presence" : "session");
         if (r->first_error)
             printf("  %-22s %s\n", "first failure", r->first_error);
     }
     printf("{\"scenario\":\"%s\",\"server\":\"%s\",\"clients\":%ld,\"ok\":%ld,\"failed\":%ld,"
            "\"errors\":%ld,\"wall_s\":%.4f,\"rate\":%.2f,\"p50_ms\":%.3f,\"p99_ms\":%.3f,"
-           "\"max_ms\":%.3f,\"bench_cpu_s\":%.3f,\"bench_cpu_pct\":%.1f,\"threads\":%d%s%s,"
-           "\"first_error\":\"%s\"}\n",
+           "\"max_ms\":%.3f,\"bench_cpu_s\":%.3f,\"bench_cpu_pct\":%.1f,\"threads\":%d,"
+           "\"server_cpu_s\":%.3f,\"server_cpu_us_per_op\":%.1f%s%s,\"first_error\":\"%s\"}\n",
            r->scenario, opt.label, r->clients, r->ok, r->failed, r->errors, r->wall, r->rate,
-           nan0(p50), nan0(p99), nan0(mx), r->cpu, cpu_pct, opt.threads,
+           nan0(p50), nan0(p99), nan0(mx), r->cpu, cpu_pct, opt.threads, r->scpu, per_op,
            r->extra_json[0] ? "," : "", r->extra_json, err);
     fflush(stdout);
 }
@@ -578,12 +586,14 @@ static int run_login(struct result *r)
             clients[i].fail[0] = 0;
     }
     measuring = true;
-    double c0 = cpu_seconds();
+    double c0 = cpu_seconds(), s0 = server_cpu_s();
     uint64_t t0 = bench_now_ns();
     workers_run_phase(PH_LOGIN);
     r->wall = login_wall(t0);
     r->cpu = cpu_seconds() - c0;
+    r->scpu = s0 >= 0 ? server_cpu_s() - s0 : -1;
     collect(r);
+    r->ops = r->ok;
     r->rate_name = "logins/s";
     r->rate = r->wall > 0 ? r->ok / r->wall : 0;
     r->first_error = first_error();
@@ -599,10 +609,11 @@ static int run_message(struct result *r)
     r->lat.n = 0;
     reset_counters();
     measuring = true;
-    double c0 = cpu_seconds();
+    double c0 = cpu_seconds(), s0 = server_cpu_s();
     uint64_t t0 = bench_now_ns();
     workers_run_phase(PH_RUN);
     r->cpu = cpu_seconds() - c0;
+    r->scpu = s0 >= 0 ? server_cpu_s() - s0 : -1;
     long sent = 0, recv = 0, lost = 0, unsent = 0, dup = 0, reorder = 0, bad = 0, errors = 0;
     uint64_t last = t0;
     for (int t = 0; t < opt.threads; t++) {
@@ -625,6 +636,7 @@ static int run_message(struct result *r)
     r->errors = errors;
     r->wall = secs(last - t0); /* up to the last delivery, not the loss timeout */
     r->rate_name = "delivered msgs/s";
+    r->ops = recv;
     r->rate = r->wall > 0 ? recv / r->wall : 0;
     r->first_error = first_error();
     snprintf(r->extra_json, sizeof(r->extra_json),
@@ -651,16 +663,18 @@ static int run_idle(struct result *r)
 {
     long before = opt.server_pid ? proc_rss_kb(opt.server_pid) : -1;
     measuring = true;
-    double c0 = cpu_seconds();
+    double c0 = cpu_seconds(), s0 = server_cpu_s();
     r->wall = secs(workers_run_phase(PH_LOGIN));
     long after_login = opt.server_pid ? proc_rss_kb(opt.server_pid) : -1;
     r->wall += secs(workers_run_phase(PH_HOLD));
     long after = opt.server_pid ? proc_rss_kb(opt.server_pid) : -1;
     r->cpu = cpu_seconds() - c0;
+    r->scpu = s0 >= 0 ? server_cpu_s() - s0 : -1;
     collect(r);
     long alive = 0;
     for (int i = 0; i < nclients_total; i++)
         alive += clients[i].state == CS_ONLINE;
+    r->ops = alive;
     double per = before >= 0 && after >= 0 && alive > 0 ? (after - before) * 1024.0 / alive : -1;
     r->first_error = first_error();
     snprintf(r->extra_json, sizeof(r->extra_json),
@@ -725,11 +739,12 @@ static int run_presence(struct result *r)
             clients[i].fail[0] = 0;
     }
     measuring = true;
-    double c0 = cpu_seconds();
+    double c0 = cpu_seconds(), s0 = server_cpu_s();
     uint64_t t0 = bench_now_ns();
     workers_run_phase(PH_LOGIN);
     workers_run_phase(PH_RUN);
     r->cpu = cpu_seconds() - c0;
+    r->scpu = s0 >= 0 ? server_cpu_s() - s0 : -1;
     collect(r);
     long pres = 0, edges = 0;
     uint64_t last = t0;
@@ -742,6 +757,7 @@ static int run_presence(struct result *r)
         edges += clients[i].presences;
     r->wall = secs(last - t0);
     r->rate_name = "presences/s";
+    r->ops = pres;
     r->rate = r->wall > 0 ? pres / r->wall : 0;
     r->lat.n = 0; /* login latencies are not this scenario's point */
     r->first_error = first_error();
@@ -789,7 +805,8 @@ int scenario_run(void)
             c->pseen = bench_calloc((size_t)(opt.roster + 7) / 8, 1);
     }
     workers_start();
-    struct result r = {.clients = opt.scenario == SC_MESSAGE ? 2L * opt.clients : opt.clients};
+    struct result r = {.clients = opt.scenario == SC_MESSAGE ? 2L * opt.clients : opt.clients,
+                       .scpu = -1};
     int rc = 0;
     switch (opt.scenario) {
     case SC_LOGIN:

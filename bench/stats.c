@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/resource.h>
 
 void samples_add(struct samples *s, uint64_t ns)
@@ -98,8 +99,39 @@ static long rss_one(int pid, int *ppid_r)
     return kb;
 }
 
-/* VmRSS of pid plus every descendant (one pass over /proc per generation). */
-long proc_rss_kb(int pid)
+/* user+system seconds of one process (all its threads), from /proc/PID/stat; -1 if gone. */
+static double cpu_one(int pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    /* the command name may hold spaces and parentheses: fields start after the last ')' */
+    char *p = strrchr(buf, ')');
+    unsigned long ut, st;
+    if (!p || sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
+        return -1;
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+static double cpu_tree(const int *set, int n)
+{
+    double total = 0;
+    for (int i = 0; i < n; i++) {
+        double s = cpu_one(set[i]);
+        if (s > 0)
+            total += s;
+    }
+    return total;
+}
+
+/* VmRSS of pid plus every descendant (one pass over /proc per generation); with cpu_r, also
+ * their CPU seconds (a process that ended before the call is not counted). */
+static long proc_tree(int pid, double *cpu_r)
 {
     int ppid;
     long total = rss_one(pid, &ppid);
@@ -135,6 +167,34 @@ long proc_rss_kb(int pid)
         closedir(dir);
         if (!added)
             break;
+    }
+    if (cpu_r)
+        *cpu_r = cpu_tree(set, n);
+    return total;
+}
+
+long proc_rss_kb(int pid)
+{
+    return proc_tree(pid, NULL);
+}
+
+double proc_cpu_s(int pid)
+{
+    double cpu = -1;
+    return proc_tree(pid, &cpu) < 0 ? -1 : cpu;
+}
+
+double server_cpu_s(void)
+{
+    if (!opt.server_pid)
+        return -1;
+    double total = proc_cpu_s(opt.server_pid);
+    if (total < 0)
+        return -1;
+    for (int i = 0; i < opt.ncpu_pids; i++) {
+        double s = proc_cpu_s(opt.cpu_pids[i]);
+        if (s > 0)
+            total += s;
     }
     return total;
 }

@@ -154,6 +154,15 @@ def main():
     ok(rc == 1 and js is not None and js["failed"] == 3, "wrong PLAIN password: 3 failures",
        out)
 
+    # The server's CPU per operation, with another process counted as its database.
+    rc, js, out = bench(fake.port, "--clients", "4", "--server-pid", str(fake.p.pid),
+                        "--cpu-pid", str(os.getpid()), "login")
+    ok(rc == 0 and js is not None and js["server_cpu_s"] >= 0 and
+       js["server_cpu_us_per_op"] >= 0, "login with --server-pid: server CPU reported", out)
+    rc, js, out = bench(fake.port, "--clients", "2", "login")
+    ok(rc == 0 and js is not None and js["server_cpu_s"] == -1 and
+       js["server_cpu_us_per_op"] == -1, "without --server-pid: no server CPU (-1)", out)
+
     # Idle sessions and the server's RSS.
     rc, js, out = bench(fake.port, "--clients", "4", "--duration", "0.2",
                         "--server-pid", str(fake.p.pid), "idle")
