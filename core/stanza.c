@@ -42,6 +42,8 @@ struct kt_stanza {
     const char *id;         /* points into root's attributes */
     const char *payload_ns; /* point into root's first child element */
     const char *payload_name;
+    void (*on_release)(void *data); /* kt_stanza_on_release */
+    void *on_release_data;
 };
 
 struct type_name {
@@ -190,11 +192,27 @@ void kt_stanza_unref(struct kt_stanza **stp)
     }
     if (old > 1)
         return;
+    if (st->on_release)
+        st->on_release(st->on_release_data);
     drop_wire(st);
     kt_jid_free(&st->to);
     kt_jid_free(&st->from);
     kt_xml_free(&st->root);
     free(st);
+}
+
+void kt_stanza_on_release(struct kt_stanza *st, void (*fn)(void *data), void *data)
+{
+    kt_assert(st->on_release == NULL); /* one watcher per stanza */
+    st->on_release = fn;
+    st->on_release_data = data;
+}
+
+struct kt_stanza *kt_stanza_keep(struct kt_stanza *st)
+{
+    /* on_release is set before the stanza is shared, so reading it here
+     * (from a thread that holds a reference) is race-free. */
+    return st->on_release ? kt_stanza_copy(st) : kt_stanza_ref(st);
 }
 
 enum kt_stanza_kind kt_stanza_kind(const struct kt_stanza *st)

@@ -54,6 +54,17 @@ KT_API struct kt_stanza *kt_stanza_ref(struct kt_stanza *st);
 /* Drops a reference and sets *st to NULL; aborts on a refcount below zero. */
 KT_API void kt_stanza_unref(struct kt_stanza **st);
 
+/* Calls fn(data) when the last reference goes, on whichever thread drops
+ * it: the stanza has then been fully handled (every job that kept it has
+ * finished, e.g. its offline copy is committed). One watcher per stanza;
+ * copies do not inherit it. Used by XEP-0198 to ack only handled stanzas. */
+KT_API void kt_stanza_on_release(struct kt_stanza *st, void (*fn)(void *data), void *data);
+
+/* A reference for keeping st long-term (queues that wait on a client, last
+ * presence): a private copy when someone waits for st's release, so that
+ * holding it does not delay that (a sender's XEP-0198 ack). */
+KT_API struct kt_stanza *kt_stanza_keep(struct kt_stanza *st);
+
 KT_API enum kt_stanza_kind kt_stanza_kind(const struct kt_stanza *st);
 KT_API enum kt_stanza_type kt_stanza_type(const struct kt_stanza *st);
 KT_API const char *kt_stanza_name(const struct kt_stanza *st); /* "message", ... */

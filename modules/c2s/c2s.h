@@ -156,7 +156,7 @@ void c2s_note_gone(struct c2s *c2s);
 
 /* sm.c */
 void c2s_sm_element(struct c2s_conn *cc, struct kt_xml *el);
-void c2s_sm_count_in(struct c2s_conn *cc);
+void c2s_sm_count_in(struct c2s_conn *cc, struct kt_stanza *st);
 bool c2s_sm_track_out(struct c2s_conn *cc, struct kt_stanza *st);
 void c2s_sm_after_write(struct c2s_conn *cc);
 bool c2s_sm_detach(struct c2s_conn *cc);

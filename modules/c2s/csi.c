@@ -68,7 +68,7 @@ bool c2s_csi_hold(struct c2s_conn *cc, struct kt_stanza *st)
         return false;
     }
     cc->csi_held = kt_realloc(cc->csi_held, (cc->csi_nheld + 1) * sizeof(*cc->csi_held));
-    cc->csi_held[cc->csi_nheld++] = kt_stanza_ref(st);
+    cc->csi_held[cc->csi_nheld++] = kt_stanza_keep(st);
     return true;
 }
 

@@ -1,8 +1,14 @@
 /* XEP-0198 stream management on client streams: <enable/>, acks (<r/>,
  * <a h/>), and resumption after a lost connection.
  *
- * Counting: h_in counts stanzas received from the client after <enable/>;
- * every stanza written to the client after <enable/> is kept (a reference)
+ * Counting: the h we report counts stanzas received from the client after
+ * <enable/> that are fully handled, in order: a stanza counts once its last
+ * reference is gone (kt_stanza_on_release), i.e. after every job that kept
+ * it finished, so a message is acked only once it is delivered or its
+ * offline copy is committed. An <r/> is answered at once with what is
+ * handled; if stanzas are still in flight, another <a/> follows when they
+ * are done. Every stanza written to the client after <enable/> is kept
+ * (a reference)
  * in `unacked` until the client acknowledges it. Counters wrap at 2^32 as
  * the XEP says.
  *
@@ -46,11 +52,32 @@ struct sm_queue {
     unsigned head, count, cap;
 };
 
+/* Completion of the client's stanzas, shared with whichever thread drops a
+ * stanza's last reference; refcounted because those may outlive the
+ * stream. `cc` and `loop` say where an unsolicited <a/> goes (they change
+ * on resumption); cc is NULL while no stream owns the session. */
+struct sm_acks {
+    atomic_uint refs;
+    pthread_mutex_t lock;
+    uint32_t h;      /* handled, in order */
+    uint32_t next;   /* sequence number of the next stanza */
+    unsigned char *done; /* ring of completion flags for [h, next) */
+    uint32_t cap;
+    bool ack_wanted; /* an <r/> was answered while stanzas were in flight */
+    struct kt_loop *loop;
+    struct c2s_conn *cc;
+};
+
+struct sm_token {
+    struct sm_acks *acks;
+    uint32_t seq;
+};
+
 struct c2s_sm {
     bool resume;
     bool r_pending; /* we sent <r/> and wait for <a/> */
     char id[32];
-    uint32_t h_in;
+    struct sm_acks *acks;
     uint32_t h_out;   /* stanzas written */
     uint32_t acked;   /* the client's last h */
     struct sm_queue unacked;
@@ -116,6 +143,120 @@ static int live_find(struct c2s *c2s, const char *id, const struct kt_jid *user)
     return -1;
 }
 
+/* --- acks of the client's stanzas --- */
+
+static struct sm_acks *acks_new(struct c2s_conn *cc)
+{
+    struct sm_acks *a = kt_new(struct sm_acks);
+    atomic_init(&a->refs, 1);
+    pthread_mutex_init(&a->lock, NULL);
+    a->cap = 16;
+    a->done = kt_calloc(a->cap, 1);
+    a->loop = cc->loop;
+    a->cc = cc;
+    return a;
+}
+
+static void acks_unref(struct sm_acks **ap)
+{
+    struct sm_acks *a = *ap;
+    *ap = NULL;
+    if (a && atomic_fetch_sub(&a->refs, 1) == 1) {
+        pthread_mutex_destroy(&a->lock);
+        free(a->done);
+        free(a);
+    }
+}
+
+/* Which stream (if any) gets the unsolicited <a/>. Under no lock: takes it. */
+static void acks_attach(struct sm_acks *a, struct c2s_conn *cc)
+{
+    pthread_mutex_lock(&a->lock);
+    a->cc = cc;
+    if (cc)
+        a->loop = cc->loop;
+    pthread_mutex_unlock(&a->lock);
+}
+
+static uint32_t acks_handled(struct sm_acks *a, bool want_more)
+{
+    pthread_mutex_lock(&a->lock);
+    uint32_t h = a->h;
+    if (want_more && a->h != a->next)
+        a->ack_wanted = true;
+    pthread_mutex_unlock(&a->lock);
+    return h;
+}
+
+static void send_a(struct c2s_conn *cc, uint32_t h)
+{
+    char buf[96];
+    snprintf(buf, sizeof(buf), "<a xmlns='" NS_SM "' h='%u'/>", h);
+    c2s_write_str(cc, buf);
+}
+
+/* Posted to the stream's loop when in-flight stanzas are all handled. */
+static void late_ack(struct kt_loop *loop, void *data)
+{
+    struct sm_acks *a = data;
+    pthread_mutex_lock(&a->lock);
+    struct kt_loop *where = a->loop;
+    struct c2s_conn *cc = where == loop ? a->cc : NULL;
+    uint32_t h = a->h;
+    pthread_mutex_unlock(&a->lock);
+    if (where != loop) {
+        kt_loop_post(where, late_ack, a); /* the session moved (resumption) */
+        return;
+    }
+    if (cc && !c2s_conn_dead(cc))
+        send_a(cc, h);
+    acks_unref(&a);
+}
+
+/* Any thread: the stanza with this token has been fully handled. */
+static void token_done(void *data)
+{
+    struct sm_token *t = data;
+    struct sm_acks *a = t->acks;
+    pthread_mutex_lock(&a->lock);
+    a->done[t->seq % a->cap] = 1;
+    while (a->h != a->next && a->done[a->h % a->cap]) {
+        a->done[a->h % a->cap] = 0;
+        a->h++;
+    }
+    bool post = a->ack_wanted && a->h == a->next;
+    if (post)
+        a->ack_wanted = false;
+    struct kt_loop *loop = a->loop;
+    pthread_mutex_unlock(&a->lock);
+    free(t);
+    if (post)
+        kt_loop_post(loop, late_ack, a); /* passes our reference on */
+    else
+        acks_unref(&a);
+}
+
+static void acks_track(struct sm_acks *a, struct kt_stanza *st)
+{
+    struct sm_token *t = kt_new(struct sm_token);
+    pthread_mutex_lock(&a->lock);
+    if (a->next - a->h == a->cap) { /* grow the ring, keeping positions mod cap */
+        uint32_t cap = a->cap * 2;
+        unsigned char *done = kt_calloc(cap, 1);
+        for (uint32_t s = a->h; s != a->next; s++)
+            done[s % cap] = a->done[s % a->cap];
+        free(a->done);
+        a->done = done;
+        a->cap = cap;
+    }
+    t->seq = a->next++;
+    a->done[t->seq % a->cap] = 0;
+    pthread_mutex_unlock(&a->lock);
+    atomic_fetch_add(&a->refs, 1);
+    t->acks = a;
+    kt_stanza_on_release(st, token_done, t);
+}
+
 /* --- the queue --- */
 
 static void queue_push(struct sm_queue *q, struct kt_stanza *st)
@@ -130,7 +271,7 @@ static void queue_push(struct sm_queue *q, struct kt_stanza *st)
         q->cap = cap;
         q->head = 0;
     }
-    q->v[(q->head + q->count) % q->cap] = kt_stanza_ref(st);
+    q->v[(q->head + q->count) % q->cap] = kt_stanza_keep(st);
     q->count++;
 }
 
@@ -154,6 +295,9 @@ static void sm_free(struct c2s_sm **smp)
     struct c2s_sm *sm = *smp;
     if (!sm)
         return;
+    if (sm->acks)
+        acks_attach(sm->acks, NULL);
+    acks_unref(&sm->acks);
     struct kt_stanza *st;
     while ((st = queue_pop(&sm->unacked)))
         kt_stanza_unref(&st);
@@ -224,10 +368,10 @@ void c2s_sm_free(struct c2s_conn *cc)
 
 /* --- counting on a live stream --- */
 
-void c2s_sm_count_in(struct c2s_conn *cc)
+void c2s_sm_count_in(struct c2s_conn *cc, struct kt_stanza *st)
 {
     if (cc->sm)
-        cc->sm->h_in++;
+        acks_track(cc->sm->acks, st);
 }
 
 bool c2s_sm_track_out(struct c2s_conn *cc, struct kt_stanza *st)
@@ -347,6 +491,7 @@ bool c2s_sm_detach(struct c2s_conn *cc)
     d->session = cc->session;
     d->full = cc->full;
     d->sm = sm;
+    acks_attach(sm->acks, NULL);
     d->presence = cc->presence;
     cc->presence = NULL;
     cc->session = NULL;
@@ -395,6 +540,7 @@ static void enable(struct c2s_conn *cc, const struct kt_xml *el)
     char *id = kt_base64_encode(rnd, sizeof(rnd));
     snprintf(sm->id, sizeof(sm->id), "%s", id);
     free(id);
+    sm->acks = acks_new(cc);
     cc->sm = sm;
     if (sm->resume)
         live_add(cc);
@@ -499,8 +645,9 @@ static void resume(struct c2s_conn *cc, const char *previd, uint32_t h, bool may
     if (cc->presence)
         kt_router_dispatch(c2s->core->router, cc->presence);
     char buf[160];
-    snprintf(buf, sizeof(buf), "<resumed xmlns='" NS_SM "' h='%u' previd='%s'/>", sm->h_in,
-             sm->id);
+    acks_attach(sm->acks, cc);
+    snprintf(buf, sizeof(buf), "<resumed xmlns='" NS_SM "' h='%u' previd='%s'/>",
+             acks_handled(sm->acks, true), sm->id);
     c2s_write_str(cc, buf);
     /* Everything the client has not acknowledged, again and in order. */
     struct sm_queue again = sm->unacked;
@@ -534,9 +681,7 @@ void c2s_sm_element(struct c2s_conn *cc, struct kt_xml *el)
     } else if (strcmp(el->name, "resume") == 0) {
         resume_element(cc, el);
     } else if (strcmp(el->name, "r") == 0 && sm) {
-        char buf[96];
-        snprintf(buf, sizeof(buf), "<a xmlns='" NS_SM "' h='%u'/>", sm->h_in);
-        c2s_write_str(cc, buf);
+        send_a(cc, acks_handled(sm->acks, true));
     } else if (strcmp(el->name, "a") == 0 && sm) {
         uint32_t h;
         if (!parse_h(kt_xml_attr(el, "h"), &h)) {

@@ -564,7 +564,7 @@ static bool stream_iq(struct c2s_conn *cc, struct kt_stanza *st)
 static void stanza_in(struct c2s_conn *cc, struct kt_xml *el)
 {
     struct kt_stanza *st = kt_stanza_new(el);
-    c2s_sm_count_in(cc);
+    c2s_sm_count_in(cc, st);
     if (kt_stanza_kind(st) == KT_KIND_IQ && stream_iq(cc, st)) {
         kt_stanza_unref(&st);
         return;
@@ -591,7 +591,7 @@ static void stanza_in(struct c2s_conn *cc, struct kt_xml *el)
     if (kt_stanza_kind(st) == KT_KIND_PRESENCE && !kt_stanza_to(st)) {
         if (kt_stanza_type(st) == KT_TYPE_AVAILABLE) {
             kt_stanza_unref(&cc->presence);
-            cc->presence = kt_stanza_ref(st);
+            cc->presence = kt_stanza_keep(st);
         } else if (kt_stanza_type(st) == KT_TYPE_UNAVAILABLE) {
             kt_stanza_unref(&cc->presence);
         }

@@ -148,7 +148,7 @@ bool sm_users_presence(struct sm_users *u, struct kt_session *s, struct kt_stanz
     r->priority = priority;
     kt_stanza_unref(&r->presence);
     if (presence)
-        r->presence = kt_stanza_ref(presence);
+        r->presence = kt_stanza_keep(presence);
     /* RFC 6121 §4.7.2 / XEP-0160: stored messages go out with the first
      * available presence of non-negative priority. */
     if (available && priority >= 0 && !r->offline_done) {

@@ -184,3 +184,42 @@ def test_resumption_timeout_sends_unacked_to_offline_storage(make_node):
     with online(node, "bob", "tablet") as b2:
         got = expect_message(b2, "na")
         assert got.find(q(NS_DELAY, "delay")) is not None, show(got)
+
+
+def acked(c, want, timeout=5):
+    """Waits for an <a/> acknowledging at least `want` stanzas (there may be earlier ones)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        assert left > 0, "no <a h='%d'/>" % want
+        e = c.next(left)
+        if e.tag == q(NS_SM, "a") and int(e.get("h")) >= want:
+            return int(e.get("h"))
+
+
+def test_sm_ack_covers_the_offline_write(sm_node):
+    """XEP-0198 h counts handled stanzas: a message stored offline is acked once stored (the
+    immediate answer may be lower, then an unsolicited <a/> follows)."""
+    dom = sm_node.jid_domain
+    with online(sm_node, "alice") as a:
+        a.send("<enable xmlns='%s'/>" % NS_SM)
+        assert a.next(5).tag == q(NS_SM, "enabled")
+        a.send(message("carol@%s" % dom, "store me", "s1"))
+        a.send("<r xmlns='%s'/>" % NS_SM)
+        assert acked(a, 1) == 1
+    with online(sm_node, "carol") as c:
+        expect_message(c, "s1")
+
+
+def test_sm_ack_not_held_by_a_recipient_that_never_acks(sm_node):
+    """The recipient keeps its own copy for its XEP-0198 queue: its missing acks do not delay
+    the sender's."""
+    dom = sm_node.jid_domain
+    with online(sm_node, "alice") as a, online(sm_node, "bob") as b:
+        for c in (a, b):
+            c.send("<enable xmlns='%s'/>" % NS_SM)
+            assert c.next(5).tag == q(NS_SM, "enabled")
+        a.send(message("bob@%s/r" % dom, "hold?", "h1"))
+        expect_message(b, "h1")      # bob never acks it
+        a.send("<r xmlns='%s'/>" % NS_SM)
+        assert acked(a, 1) == 1
