@@ -79,6 +79,13 @@ struct kt_xmlstream {
     bool closed;            /* </stream:stream> seen: ignore further input */
     bool in_feed;
     bool discarded_data;    /* the last reset inside a callback threw away non-space */
+    /* Idle release: between stanzas, with nothing buffered, the libxml2
+     * context (several KB) is freed; the next feed starts a new one primed
+     * with this copy of the stream header's start tag (same prefix and
+     * namespace declarations), whose open callback is not repeated. */
+    char *header;
+    bool resume;   /* the context was released: prime the next one */
+    bool priming;  /* the synthetic header is being parsed */
 };
 
 void kt_xmlstream_global_init(void)
@@ -150,11 +157,41 @@ static void copy_attrs(struct kt_xml *el, int nb_attributes, const xmlChar **att
     }
 }
 
-static void open_header(struct kt_xmlstream *xs, const xmlChar *name, const xmlChar *uri,
-                        int nb_namespaces, const xmlChar **namespaces, int nb_attributes,
-                        const xmlChar **attributes)
+/* The start tag a released stream is primed with: the header's element
+ * with its prefix and namespace declarations (enough to parse stanzas the
+ * same way), no other attributes. */
+static char *header_copy(const xmlChar *name, const xmlChar *prefix, int nb_namespaces,
+                         const xmlChar **namespaces)
+{
+    struct kt_buf b = {0};
+    kt_buf_puts(&b, "<");
+    if (prefix)
+        kt_buf_printf(&b, "%s:", (const char *)prefix);
+    kt_buf_puts(&b, (const char *)name);
+    for (int i = 0; i < nb_namespaces; i++) {
+        const char *p = (const char *)namespaces[2 * i];
+        const char *ns = (const char *)namespaces[2 * i + 1];
+        kt_buf_printf(&b, " xmlns%s%s='", p ? ":" : "", p ? p : "");
+        if (ns)
+            kt_buf_append_xml_escaped(&b, ns, strlen(ns));
+        kt_buf_puts(&b, "'");
+    }
+    kt_buf_puts(&b, ">");
+    return kt_buf_steal(&b, NULL);
+}
+
+static void open_header(struct kt_xmlstream *xs, const xmlChar *name, const xmlChar *prefix,
+                        const xmlChar *uri, int nb_namespaces, const xmlChar **namespaces,
+                        int nb_attributes, const xmlChar **attributes)
 {
     xmlParserCtxtPtr ctxt = xs->ctxt;
+    if (xs->priming) {
+        xs->priming = false;
+        xs->mark = input_pos(xs) + 1; /* just after the synthetic '>' */
+        return;
+    }
+    free(xs->header);
+    xs->header = header_copy(name, prefix, nb_namespaces, namespaces);
     /* An encoding other than UTF-8, declared or detected from a BOM. */
     if ((ctxt->encoding && !is_utf8_name((const char *)ctxt->encoding)) ||
         (ctxt->input && ctxt->input->buf && ctxt->input->buf->encoder)) {
@@ -163,9 +200,9 @@ static void open_header(struct kt_xmlstream *xs, const xmlChar *name, const xmlC
     }
     struct kt_xml *hdr = kt_xml_new((const char *)name, (const char *)uri);
     for (int i = 0; i < nb_namespaces; i++) {
-        const char *prefix = (const char *)namespaces[2 * i];
+        const char *p = (const char *)namespaces[2 * i];
         const char *ns = (const char *)namespaces[2 * i + 1];
-        kt_xml_set_attr_ns(hdr, KT_NS_XMLNS, prefix ? prefix : "xmlns", ns ? ns : "");
+        kt_xml_set_attr_ns(hdr, KT_NS_XMLNS, p ? p : "xmlns", ns ? ns : "");
     }
     copy_attrs(hdr, nb_attributes, attributes);
     /* The callback sees the parser positioned on the header's closing '>'. */
@@ -177,7 +214,7 @@ static void open_header(struct kt_xmlstream *xs, const xmlChar *name, const xmlC
     kt_xml_free(&hdr);
 }
 
-static void on_start(void *ctx, const xmlChar *localname, const xmlChar *prefix KT_UNUSED,
+static void on_start(void *ctx, const xmlChar *localname, const xmlChar *prefix,
                      const xmlChar *uri, int nb_namespaces, const xmlChar **namespaces,
                      int nb_attributes, int nb_defaulted KT_UNUSED, const xmlChar **attributes)
 {
@@ -190,7 +227,8 @@ static void on_start(void *ctx, const xmlChar *localname, const xmlChar *prefix 
     }
     xs->depth++;
     if (xs->depth == 1) {
-        open_header(xs, localname, uri, nb_namespaces, namespaces, nb_attributes, attributes);
+        open_header(xs, localname, prefix, uri, nb_namespaces, namespaces, nb_attributes,
+                    attributes);
         return;
     }
     if (xs->depth - 1 > xs->limits.max_depth || over_bytes(xs, input_pos(xs))) {
@@ -398,6 +436,9 @@ static bool has_non_space(const char *p, size_t n)
 static void clear(struct kt_xmlstream *xs)
 {
     xs->discarded_data = false;
+    free(xs->header);
+    xs->header = NULL;
+    xs->resume = xs->priming = false;
     if (xs->ctxt) {
         if (xs->in_feed) {
             /* What libxml2 holds past the element that triggered the reset
@@ -426,6 +467,11 @@ static void clear(struct kt_xmlstream *xs)
 void kt_xmlstream_reset(struct kt_xmlstream *xs)
 {
     clear(xs);
+}
+
+bool kt_xmlstream_idle(const struct kt_xmlstream *xs)
+{
+    return xs->resume;
 }
 
 bool kt_xmlstream_discarded_data(const struct kt_xmlstream *xs)
@@ -474,6 +520,26 @@ static int report(struct kt_xmlstream *xs)
     return -1;
 }
 
+/* Between stanzas with nothing but whitespace buffered, the parser holds
+ * no state a fresh one primed with the header would not have: free it. An
+ * idle connection then costs no parser memory. */
+static void release_if_idle(struct kt_xmlstream *xs)
+{
+    xmlParserCtxtPtr ctxt = xs->ctxt;
+    if (!ctxt || xs->depth != 1 || !xs->header || xs->root || xs->halted)
+        return;
+    xmlParserInputPtr in = ctxt->input;
+    if (!in || !in->cur || !in->end || in->cur > in->end)
+        return;
+    if (has_non_space((const char *)in->cur, (size_t)(in->end - in->cur)))
+        return;
+    xmlFreeParserCtxt(ctxt);
+    xs->ctxt = NULL;
+    xs->depth = 0;
+    xs->fed = xs->mark = 0;
+    xs->resume = true;
+}
+
 int kt_xmlstream_feed(struct kt_xmlstream *xs, const char *buf, size_t len)
 {
     kt_assert(!xs->in_feed); /* callbacks must not feed */
@@ -486,6 +552,17 @@ int kt_xmlstream_feed(struct kt_xmlstream *xs, const char *buf, size_t len)
         return report(xs);
     }
     xmlParserCtxtPtr ctxt = xs->ctxt;
+    if (xs->resume) {
+        /* A released stream: the new context first reads the header again. */
+        size_t hlen = strlen(xs->header);
+        xs->resume = false;
+        xs->priming = true;
+        xs->in_feed = true;
+        int rc = xmlParseChunk(ctxt, xs->header, (int)hlen, 0);
+        xs->in_feed = false;
+        kt_assert(rc == 0 && !xs->priming && xs->depth == 1);
+        xs->fed = hlen;
+    }
     size_t off = 0;
     xs->in_feed = true;
     while (off < len) {
@@ -519,6 +596,7 @@ int kt_xmlstream_feed(struct kt_xmlstream *xs, const char *buf, size_t len)
     }
     if (xs->err != KT_XE_NONE)
         return report(xs);
+    release_if_idle(xs);
     return 0;
 }
 

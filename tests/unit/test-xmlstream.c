@@ -405,10 +405,13 @@ static void test_limits(void)
     kt_buf_free(&r.log);
     kt_buf_free(&in);
 
-    /* Ever new element names: libxml2 interns them for the stream's life,
-     * so the parser's dictionary is capped. */
+    /* Ever new element names: libxml2 interns them for the context's life,
+     * so the parser's dictionary is capped. Every chunk ends inside a
+     * stanza, so the context is never idle and never released (a released
+     * context takes its dictionary with it). */
     rec_init(&r, NULL);
     rec_feed(&r, HEADER, strlen(HEADER));
+    rec_feed(&r, "<message>", 9);
     struct kt_buf names = {0};
     size_t total = 0;
     char pad[181];
@@ -417,7 +420,7 @@ static void test_limits(void)
     for (int i = 0; i < 100 && !r.errored; i++) {
         kt_buf_reset(&names);
         for (int j = 0; j < 100; j++)
-            kt_buf_printf(&names, "<message><n%04d_%03d_%s/></message>", i, j, pad);
+            kt_buf_printf(&names, "<n%04d_%03d_%s/></message><message>", i, j, pad);
         rec_feed(&r, names.data, names.len);
         total += names.len;
     }
@@ -518,9 +521,41 @@ static void test_header(void)
     kt_buf_free(&r.log);
 }
 
+/* Between stanzas the parser context is released; the next stanza is parsed
+ * against a copy of the header: its prefix and namespace declarations. */
+static void test_idle_release(void)
+{
+    struct rec r;
+    rec_init(&r, NULL);
+    static const char hdr[] = "<s:stream xmlns='jabber:client' xmlns:s='http://etherx.jabber.org/"
+                              "streams' xmlns:k='urn:k' version='1.0'>";
+    rec_feed(&r, hdr, strlen(hdr));
+    ok(kt_xmlstream_idle(r.xs), "idle right after the header");
+    rec_feed(&r, "<message><k:x a='1'/></mess", 27);
+    ok(!kt_xmlstream_idle(r.xs), "not idle inside a stanza");
+    rec_feed(&r, "age> ", 5);
+    ok(kt_xmlstream_idle(r.xs), "idle again after it (trailing whitespace is nothing)");
+    rec_feed(&r, "<presence><k:y/></presence>", 27);
+    rec_feed(&r, "</s:stream>", 11);
+    ok(!r.errored, "no error across releases");
+    ok(strstr(r.log.data, "element <message><x xmlns='urn:k' a='1'/></message>\n") != NULL,
+       "header prefix declaration applies after a release");
+    ok(strstr(r.log.data, "element <presence><y xmlns='urn:k'/></presence>\n") != NULL,
+       "and again after the second one");
+    ok(strstr(r.log.data, "close\n") != NULL, "the header's own prefix closes the stream");
+    const char *first = strstr(r.log.data, "open ");
+    ok(first && !strstr(first + 1, "open "), "open reported once");
+    if (r.errored)
+        diag("%s", r.log.data);
+    kt_xmlstream_free(&r.xs);
+    free(r.default_ns);
+    kt_buf_free(&r.log);
+}
+
 int main(void)
 {
     kt_xmlstream_global_init();
+    test_idle_release();
     test_header();
     test_restricted();
     test_limits();
