@@ -209,6 +209,7 @@ struct client {
     int subscribed; /* setup: 'subscribed' received */
     int presences;  /* available presences from contacts */
     unsigned char *pseen; /* bitmap over contacts */
+    unsigned char *rseen; /* contacts the roster already shows us subscribed to (to/both) */
 };
 
 void client_init(struct client *c, int idx, int user, struct worker *w);

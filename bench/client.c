@@ -654,4 +654,5 @@ void client_free(struct client *c)
     scram_free(&c->scram);
     free(c->seen);
     free(c->pseen);
+    free(c->rseen);
 }

@@ -174,6 +174,38 @@ static void on_message(struct client *c, const struct xdoc *d)
 
 /* ---- presence ---- */
 
+/* Setup: the subscription to contact `slot` is in place. */
+static void setup_done(struct client *c, int slot)
+{
+    if (!bit_test_set(c->pseen, slot) && ++c->subscribed == opt.roster && !c->phase_done &&
+        c->w->phase == PH_SETUP) {
+        c->phase_done = true;
+        worker_done_one(c->w);
+    }
+}
+
+/* The roster result: contacts we are already subscribed to (from an earlier run) need no
+ * 'subscribed' (RFC 6121 §3.1.3 answers a repeated request without telling us). */
+static void on_roster(struct client *c, const struct xdoc *d)
+{
+    int q = xml_child(d, 0, "query");
+    if (q < 0 || !c->rseen)
+        return;
+    for (int it = d->n[q].child; it >= 0; it = d->n[it].next) {
+        char jid[256], sub[16];
+        if (!xml_is(d, it, "item") || xml_attr(d, it, "jid", jid, sizeof(jid)) < 0 ||
+            xml_attr(d, it, "subscription", sub, sizeof(sub)) < 0 ||
+            (strcmp(sub, "to") != 0 && strcmp(sub, "both") != 0))
+            continue;
+        int j = jid_client(jid), slot = j >= 0 ? contact_slot(c->idx, j) : -1;
+        if (slot < 0)
+            continue;
+        bit_test_set(c->rseen, slot);
+        if (c->w->phase == PH_SETUP)
+            setup_done(c, slot);
+    }
+}
+
 static void on_presence(struct client *c, const struct xdoc *d)
 {
     struct worker *w = c->w;
@@ -197,11 +229,8 @@ static void on_presence(struct client *c, const struct xdoc *d)
         /* Done with a contact on its 'subscribed', or on its presence, which only comes once
          * we are subscribed (some servers send 'subscribed' only to roster-interested
          * resources). */
-        if ((strcmp(type, "subscribed") == 0 || type[0] == 0) && !bit_test_set(c->pseen, slot) &&
-            ++c->subscribed == opt.roster && !c->phase_done) {
-            c->phase_done = true;
-            worker_done_one(w);
-        }
+        if (strcmp(type, "subscribed") == 0 || type[0] == 0)
+            setup_done(c, slot);
         return;
     }
     if (type[0] || !measuring)
@@ -237,10 +266,15 @@ void scenario_stanza(struct client *c, const struct xdoc *d, const char *raw, si
 {
     (void)raw;
     (void)len;
+    char type[16], id[16];
     if (xml_is(d, 0, "message"))
         on_message(c, d);
     else if (xml_is(d, 0, "presence"))
         on_presence(c, d);
+    else if (opt.scenario == SC_PRESENCE && xml_is(d, 0, "iq") &&
+             xml_attr(d, 0, "type", type, sizeof(type)) == 0 && strcmp(type, "result") == 0 &&
+             xml_attr(d, 0, "id", id, sizeof(id)) == 0 && strcmp(id, "roster") == 0)
+        on_roster(c, d);
 }
 
 void scenario_closed(struct client *c)
@@ -350,12 +384,16 @@ void scenario_phase_begin(struct worker *w)
         for (int k = 0; k < w->nclients; k++) {
             struct client *c = w->clients[k];
             c->subscribed = 0;
-            memset(c->pseen, 0, (size_t)(opt.roster + 7) / 8);
-            if (c->state != CS_ONLINE)
+            memcpy(c->pseen, c->rseen, (size_t)(opt.roster + 7) / 8);
+            for (int s = 0; s < opt.roster; s++)
+                c->subscribed += (c->pseen[s / 8] >> (s % 8)) & 1;
+            if (c->state != CS_ONLINE || c->subscribed == opt.roster)
                 continue;
             w->pending++;
             char jid[160];
             for (int s = 0; s < opt.roster; s++) {
+                if (c->pseen[s / 8] & (1u << (s % 8)))
+                    continue;
                 user_jid(clients[contact_of(c->idx, s)].user, jid, sizeof(jid));
                 client_send(c, "<presence type='subscribe' to='%s'/>", jid);
             }
@@ -801,8 +839,10 @@ int scenario_run(void)
             c->seen = bench_calloc((size_t)(opt.messages + 7) / 8, 1);
             c->max_seq_seen = -1;
         }
-        if (opt.scenario == SC_PRESENCE)
+        if (opt.scenario == SC_PRESENCE) {
             c->pseen = bench_calloc((size_t)(opt.roster + 7) / 8, 1);
+            c->rseen = bench_calloc((size_t)(opt.roster + 7) / 8, 1);
+        }
     }
     workers_start();
     struct result r = {.clients = opt.scenario == SC_MESSAGE ? 2L * opt.clients : opt.clients,
