@@ -79,8 +79,9 @@ struct kt_xmlstream {
     bool closed;            /* </stream:stream> seen: ignore further input */
     bool in_feed;
     bool discarded_data;    /* the last reset inside a callback threw away non-space */
-    /* Idle release: between stanzas, with nothing buffered, the libxml2
-     * context (several KB) is freed; the next feed starts a new one primed
+    /* Idle release (kt_xmlstream_release): between stanzas, with nothing
+     * buffered, the libxml2 context (several KB) is freed; the next feed
+     * starts a new one primed
      * with this copy of the stream header's start tag (same prefix and
      * namespace declarations), whose open callback is not repeated. */
     char *header;
@@ -521,23 +522,26 @@ static int report(struct kt_xmlstream *xs)
 }
 
 /* Between stanzas with nothing but whitespace buffered, the parser holds
- * no state a fresh one primed with the header would not have: free it. An
- * idle connection then costs no parser memory. */
-static void release_if_idle(struct kt_xmlstream *xs)
+ * no state a fresh one primed with the header would not have: free it. The
+ * owner calls this for streams that have been quiet for a while (a busy
+ * stream would pay a new context per stanza). */
+bool kt_xmlstream_release(struct kt_xmlstream *xs)
 {
     xmlParserCtxtPtr ctxt = xs->ctxt;
-    if (!ctxt || xs->depth != 1 || !xs->header || xs->root || xs->halted)
-        return;
+    kt_assert(!xs->in_feed);
+    if (!ctxt || xs->depth != 1 || !xs->header || xs->root || xs->halted || xs->dead)
+        return false;
     xmlParserInputPtr in = ctxt->input;
     if (!in || !in->cur || !in->end || in->cur > in->end)
-        return;
+        return false;
     if (has_non_space((const char *)in->cur, (size_t)(in->end - in->cur)))
-        return;
+        return false;
     xmlFreeParserCtxt(ctxt);
     xs->ctxt = NULL;
     xs->depth = 0;
     xs->fed = xs->mark = 0;
     xs->resume = true;
+    return true;
 }
 
 int kt_xmlstream_feed(struct kt_xmlstream *xs, const char *buf, size_t len)
@@ -596,7 +600,6 @@ int kt_xmlstream_feed(struct kt_xmlstream *xs, const char *buf, size_t len)
     }
     if (xs->err != KT_XE_NONE)
         return report(xs);
-    release_if_idle(xs);
     return 0;
 }
 

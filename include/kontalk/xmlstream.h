@@ -44,9 +44,13 @@ KT_API struct kt_xmlstream *kt_xmlstream_new(const struct kt_xmlstream_limits *l
  * kt_xmlstream_reset() (the rest of the current chunk is then discarded:
  * after STARTTLS, buffered plaintext must not be parsed). */
 KT_API int kt_xmlstream_feed(struct kt_xmlstream *xs, const char *buf, size_t len);
-/* Whether the parser context is released (an idle stream between stanzas
- * holds no libxml2 state; the next feed primes a new one with a copy of the
- * header). For tests and memory accounting. */
+/* Frees the libxml2 context of a stream that is between stanzas with
+ * nothing buffered (several KB per stream); the next feed primes a new one
+ * with a copy of the header's start tag, without a second open callback.
+ * Returns whether it did. Call for streams that have been quiet for a
+ * while, not after every stanza (a new context costs CPU). Not in a callback. */
+KT_API bool kt_xmlstream_release(struct kt_xmlstream *xs);
+/* Whether the context is released. */
 KT_API bool kt_xmlstream_idle(const struct kt_xmlstream *xs);
 /* Starts a fresh parser (stream restart). */
 KT_API void kt_xmlstream_reset(struct kt_xmlstream *xs);

@@ -38,6 +38,7 @@ struct c2s_conf {
     long long ping_interval, ping_timeout;
     long long sm_resume_timeout, sm_max_unacked;
     long long csi_max_presence;
+    long long idle_release;
 };
 
 struct c2s;
@@ -71,6 +72,7 @@ struct c2s {
     struct c2s_listener *listeners;
     unsigned nlisteners;
     struct c2s_conn **by_loop; /* per loop: list of its connections (that loop only) */
+    struct kt_timer **sweep;   /* per loop: the idle-parser release timer */
     atomic_uint nconns;
     atomic_bool stopping;
     pthread_mutex_t lock; /* ips, and the shutdown wait */
@@ -140,6 +142,9 @@ void c2s_send_features(struct c2s_conn *cc);
 void c2s_authenticated(struct c2s_conn *cc, struct kt_jid *user);
 void c2s_job_finished(struct c2s_conn *cc); /* frees cc if its connection is gone */
 bool c2s_conn_dead(struct c2s_conn *cc);
+/* Frees the XML parser of the loop's streams quiet for `idle_ms`; returns
+ * how many. */
+unsigned c2s_release_idle_parsers(struct c2s *c2s, unsigned loop_index, uint64_t idle_ms);
 /* Closes every connection of the calling loop with system-shutdown. */
 void c2s_shutdown_loop(struct c2s *c2s, unsigned loop_index);
 enum kt_verdict c2s_route_deliver(struct kt_stanza *st, void *data);

@@ -16,6 +16,7 @@
 #include <kontalk/router.h>
 
 #include <errno.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,6 +68,9 @@ static const struct kt_setting c2s_settings[] = {
                "stanzas a client may leave unacknowledged before policy-violation"),
     KT_SET_INT("csi_max_presence", struct c2s_conf, csi_max_presence, 100, 1, 100000,
                "presences held for an inactive client (XEP-0352) before they are flushed"),
+    KT_SET_INT("idle_release", struct c2s_conf, idle_release, 1, 0, 86400,
+               "seconds a stream is quiet before its XML parser is freed (0 = never); an idle "
+               "session then costs several KB less"),
     KT_SET_END,
 };
 
@@ -261,6 +265,7 @@ static int c2s_init(struct kt_core *core, const void *conf, const config_setting
     pthread_mutex_init(&c2s->lock, NULL);
     pthread_cond_init(&c2s->all_closed, NULL);
     c2s->by_loop = kt_calloc(core->nloops, sizeof(*c2s->by_loop));
+    c2s->sweep = kt_calloc(core->nloops, sizeof(*c2s->sweep));
     *state_r = c2s;
     if (!core->tls) {
         kt_log(KT_LOG_ERROR, "c2s: clients need TLS: set tls.certificate and tls.key");
@@ -289,6 +294,28 @@ static void start_listeners_on_loop(struct kt_loop *loop, void *data)
     }
 }
 
+/* Every idle_release/2 seconds, on each loop: free the parsers of streams
+ * quiet for idle_release. Doing it after every stanza cost 80% more CPU per
+ * message on busy streams (a new parser per stanza, bench/RESULTS.md); a
+ * sweep keeps that cost to quiet streams, where it does not matter. */
+static void sweep_tick(struct kt_loop *loop, void *data)
+{
+    struct c2s *c2s = data;
+    unsigned i = kt_loop_index(loop);
+    uint64_t idle_ms = (uint64_t)c2s->conf->idle_release * 1000;
+    /* Freed parsers leave holes in the heap that glibc keeps; after a batch,
+     * give the pages back (a login burst would otherwise keep its peak). */
+    if (c2s_release_idle_parsers(c2s, i, idle_ms) >= 64)
+        malloc_trim(0);
+    c2s->sweep[i] = kt_timer_add(loop, idle_ms / 2 ? idle_ms / 2 : 1, sweep_tick, c2s);
+}
+
+static void sweep_stop(struct kt_loop *loop, void *data)
+{
+    struct c2s *c2s = data;
+    kt_timer_cancel(&c2s->sweep[kt_loop_index(loop)]);
+}
+
 static int c2s_start(void *state)
 {
     struct c2s *c2s = state;
@@ -304,6 +331,9 @@ static int c2s_start(void *state)
                l->direct_tls ? "direct TLS" : "STARTTLS");
     }
     kt_loop_post(c2s->core->loops[0], start_listeners_on_loop, c2s);
+    if (c2s->conf->idle_release > 0)
+        for (unsigned i = 0; i < c2s->core->nloops; i++)
+            kt_loop_post(c2s->core->loops[i], sweep_tick, c2s);
     return 0;
 }
 
@@ -340,6 +370,8 @@ static void c2s_stop(void *state)
     struct c2s *c2s = state;
     atomic_store(&c2s->stopping, true);
     kt_loop_post(c2s->core->loops[0], stop_listeners_on_loop, c2s);
+    for (unsigned i = 0; i < c2s->core->nloops; i++)
+        kt_loop_post(c2s->core->loops[i], sweep_stop, c2s);
     for (unsigned i = 0; i < c2s->core->nloops; i++) {
         struct shutdown_req *r = kt_new(struct shutdown_req);
         r->c2s = c2s;
@@ -373,6 +405,7 @@ static void c2s_free(void *state)
         }
     free(c2s->listeners);
     free(c2s->by_loop);
+    free(c2s->sweep);
     pthread_cond_destroy(&c2s->all_closed);
     pthread_mutex_destroy(&c2s->lock);
     free(c2s);

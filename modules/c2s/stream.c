@@ -733,6 +733,17 @@ enum kt_verdict c2s_route_deliver(struct kt_stanza *st, void *data)
     return ok ? KT_HANDLED : KT_PASS;
 }
 
+unsigned c2s_release_idle_parsers(struct c2s *c2s, unsigned loop_index, uint64_t idle_ms)
+{
+    uint64_t now = kt_now_ms();
+    unsigned n = 0;
+    for (struct c2s_conn *cc = c2s->by_loop[loop_index]; cc; cc = cc->next)
+        if (!c2s_conn_dead(cc) && cc->state == C2S_OPEN && now - cc->last_read_ms >= idle_ms &&
+            kt_xmlstream_release(cc->xs))
+            n++;
+    return n;
+}
+
 void c2s_shutdown_loop(struct c2s *c2s, unsigned loop_index)
 {
     struct c2s_conn *cc = c2s->by_loop[loop_index];
