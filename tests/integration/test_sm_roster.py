@@ -291,3 +291,29 @@ def test_directed_presence_gets_the_unavailable(node):
         a.send("</stream:stream>")
         a.close()
         presence_of(c, "alice@%s/" % dom, "unavailable")
+
+
+def test_csi_holds_contacts_presence_until_active(node):
+    """XEP-0352 with real presence traffic: while bob is inactive, alice's presence changes
+    are held (only the latest is kept); a message with a body is not delayed."""
+    dom = node.jid_domain
+    alice, bob = "alice@%s" % dom, "bob@%s" % dom
+    with online(node, "alice") as a, online(node, "bob") as b:
+        roster_get(b)
+        b.send("<presence to='%s' type='subscribe'/>" % alice)
+        presence_of(a, bob, "subscribe")
+        a.send("<presence to='%s' type='subscribed'/>" % bob)
+        expect_all(b, [is_push(alice, "to"), is_presence(alice + "/")])
+        b.send("<inactive xmlns='urn:xmpp:csi:0'/>")
+        for status in ("one", "two", "three"):
+            a.send("<presence><status>%s</status></presence>" % status)
+        a.send("<message to='%s' type='chat' id='c1'><body>now</body></message>" % bob)
+        got = wait_for(b, lambda e: e.tag == q(NS_CLIENT, "message"), "the message")
+        assert got.get("id") == "c1", show(got)
+        held = [e for e in b.quiet(0.5) if e.tag == q(NS_CLIENT, "presence")]
+        assert not held, "presence went out while inactive: %s" % show(held[0])
+        b.send("<active xmlns='urn:xmpp:csi:0'/>")
+        flushed = presence_of(b, alice + "/", None)
+        assert flushed.findtext(q(NS_CLIENT, "status")) == "three", show(flushed)
+        rest = [e for e in b.quiet(0.5) if e.tag == q(NS_CLIENT, "presence")]
+        assert not rest, "more than the latest presence: %s" % show(rest[0])
