@@ -212,15 +212,21 @@ def wait_for_item(c, jid, subscription):
             return query, item
 
 
+def subscribe(c_from, c_to, frm, to):
+    """frm (client c_from) subscribes to `to` (client c_to, online), who approves; returns once
+    frm has the roster push 'to' and to's presence."""
+    roster_get(c_from)
+    c_from.send("<presence to='%s' type='subscribe'/>" % to)
+    presence_of(c_to, frm, "subscribe")
+    c_to.send("<presence to='%s' type='subscribed'/>" % frm)
+    expect_all(c_from, [is_push(to, "to"), is_presence(to + "/")])
+
+
 def test_probe_on_login_shows_contacts_presence(node):
     dom = node.jid_domain
     alice, bob = "alice@%s" % dom, "bob@%s" % dom
     with online(node, "alice") as a, online(node, "bob") as b:
-        roster_get(a)
-        a.send("<presence to='%s' type='subscribe'/>" % bob)
-        presence_of(b, alice, "subscribe")
-        b.send("<presence to='%s' type='subscribed'/>" % alice)
-        wait_for_item(a, bob, "to")
+        subscribe(a, b, alice, bob)
         a.send("</stream:stream>")
         with online(node, "alice", "again") as a2:   # initial presence probes bob
             presence_of(a2, bob + "/", None)
@@ -231,11 +237,7 @@ def test_block_hides_presence_and_unblock_restores_it(node):
     dom = node.jid_domain
     alice, bob = "alice@%s" % dom, "bob@%s" % dom
     with online(node, "alice") as a, online(node, "bob") as b:
-        roster_get(a)
-        a.send("<presence to='%s' type='subscribe'/>" % bob)
-        presence_of(b, alice, "subscribe")
-        b.send("<presence to='%s' type='subscribed'/>" % alice)
-        expect_all(a, [is_push(bob, "to"), is_presence(bob + "/")])
+        subscribe(a, b, alice, bob)
         r = b.iq("set", "<block xmlns='urn:xmpp:blocking'><item jid='%s'/></block>" % alice, to="")
         assert r.get("type") == "result", show(r)
         presence_of(a, bob + "/", "unavailable")
@@ -252,11 +254,7 @@ def test_user_last_activity_and_disco_need_a_subscription(node):
     alice, bob = "alice@%s" % dom, "bob@%s" % dom
     with online(node, "alice") as a, online(node, "carol") as c:
         b = online(node, "bob")
-        roster_get(a)
-        a.send("<presence to='%s' type='subscribe'/>" % bob)
-        presence_of(b, alice, "subscribe")
-        b.send("<presence to='%s' type='subscribed'/>" % alice)
-        expect_all(a, [is_push(bob, "to"), is_presence(bob + "/")])
+        subscribe(a, b, alice, bob)
         r = a.iq("get", "<query xmlns='jabber:iq:last'/>", to=bob)
         assert r.get("type") == "result", show(r)
         assert r.find(q("jabber:iq:last", "query")).get("seconds") == "0", show(r)  # online
@@ -299,11 +297,7 @@ def test_csi_holds_contacts_presence_until_active(node):
     dom = node.jid_domain
     alice, bob = "alice@%s" % dom, "bob@%s" % dom
     with online(node, "alice") as a, online(node, "bob") as b:
-        roster_get(b)
-        b.send("<presence to='%s' type='subscribe'/>" % alice)
-        presence_of(a, bob, "subscribe")
-        a.send("<presence to='%s' type='subscribed'/>" % bob)
-        expect_all(b, [is_push(alice, "to"), is_presence(alice + "/")])
+        subscribe(b, a, bob, alice)
         b.send("<inactive xmlns='urn:xmpp:csi:0'/>")
         for status in ("one", "two", "three"):
             a.send("<presence><status>%s</status></presence>" % status)
