@@ -852,6 +852,7 @@ enum kt_pgp_err kt_pgp_key_parse(const void *data, size_t len, struct kt_pgp_key
             u->len = pkt.len;
             u->sigs = NULL;
             u->nsigs = 0;
+            u->raw_end = off;
             target = 1;
             break;
         }
@@ -871,6 +872,8 @@ enum kt_pgp_err kt_pgp_key_parse(const void *data, size_t len, struct kt_pgp_key
             break;
         }
         kt_pgp_packet_clear(&pkt);
+        if (target == 1)
+            key->uids[key->nuids - 1].raw_end = off;
         end = off;
     }
     key->raw = kt_malloc(end);
@@ -929,6 +932,10 @@ static EVP_PKEY *pubkey_evp(const struct kt_pgp_pubkey *k)
     const char *type = NULL;
 
     if (parse_material(k->body, k->body_len, &km) != KT_PGP_OK)
+        return NULL;
+    /* Factorable or breakable sizes never verify. */
+    if ((k->algo == KT_PGP_ALGO_RSA || k->algo == KT_PGP_ALGO_RSA_S || k->algo == KT_PGP_ALGO_DSA) &&
+        km.bits < 1024)
         return NULL;
     if (k->algo == KT_PGP_ALGO_EDDSA) {
         /* GnuPG: the 32-byte point prefixed with 0x40 (native encoding). */
@@ -1091,18 +1098,12 @@ static bool verify_digest(const struct kt_pgp_sig *sig, const struct kt_pgp_pubk
     return good;
 }
 
-/* Verifies `sig`, made by `signer`, over `key` and either a subkey or a UID
- * (or neither, for direct-key and key revocation signatures). */
-static bool sig_check(const struct kt_pgp_sig *sig, const struct kt_pgp_pubkey *signer,
-                      const struct kt_pgp_pubkey *key, const struct kt_pgp_pubkey *sub,
-                      const struct kt_pgp_uid *uid)
+/* The digest of a v4 signature whose hashed part (version through hashed
+ * subpackets) is `hashed`, over `key` and a subkey or a UID (§5.2.4). */
+static bool sig_digest(const EVP_MD *md, const uint8_t *hashed, size_t hashed_len,
+                       const struct kt_pgp_pubkey *key, const struct kt_pgp_pubkey *sub,
+                       const struct kt_pgp_uid *uid, uint8_t *digest, unsigned *dlen)
 {
-    const EVP_MD *md = hash_md(sig->hash_algo);
-    uint8_t digest[EVP_MAX_MD_SIZE];
-    unsigned dlen = 0;
-
-    if (md == NULL || sig->critical_unknown || sig->hashed == NULL)
-        return false;
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
     kt_assert(ctx != NULL);
     if (EVP_DigestInit_ex(ctx, md, NULL) != 1) {
@@ -1118,13 +1119,29 @@ static bool sig_check(const struct kt_pgp_sig *sig, const struct kt_pgp_pubkey *
         EVP_DigestUpdate(ctx, hdr, 5);
         EVP_DigestUpdate(ctx, uid->uid, uid->len);
     }
-    EVP_DigestUpdate(ctx, sig->hashed, sig->hashed_len);
-    uint8_t trailer[6] = {0x04, 0xFF, (uint8_t)(sig->hashed_len >> 24),
-                          (uint8_t)(sig->hashed_len >> 16), (uint8_t)(sig->hashed_len >> 8),
-                          (uint8_t)sig->hashed_len};
+    EVP_DigestUpdate(ctx, hashed, hashed_len);
+    uint8_t trailer[6] = {0x04, 0xFF, (uint8_t)(hashed_len >> 24), (uint8_t)(hashed_len >> 16),
+                          (uint8_t)(hashed_len >> 8), (uint8_t)hashed_len};
     EVP_DigestUpdate(ctx, trailer, 6);
-    EVP_DigestFinal_ex(ctx, digest, &dlen);
+    bool done = EVP_DigestFinal_ex(ctx, digest, dlen) == 1;
     EVP_MD_CTX_free(ctx);
+    return done;
+}
+
+/* Verifies `sig`, made by `signer`, over `key` and either a subkey or a UID
+ * (or neither, for direct-key and key revocation signatures). */
+static bool sig_check(const struct kt_pgp_sig *sig, const struct kt_pgp_pubkey *signer,
+                      const struct kt_pgp_pubkey *key, const struct kt_pgp_pubkey *sub,
+                      const struct kt_pgp_uid *uid)
+{
+    const EVP_MD *md = hash_md(sig->hash_algo);
+    uint8_t digest[EVP_MAX_MD_SIZE];
+    unsigned dlen = 0;
+
+    if (md == NULL || sig->critical_unknown || sig->hashed == NULL)
+        return false;
+    if (!sig_digest(md, sig->hashed, sig->hashed_len, key, sub, uid, digest, &dlen))
+        return false;
     /* The 16-bit prefix is a quick check, not a security measure. */
     if (digest[0] != sig->digest_prefix[0] || digest[1] != sig->digest_prefix[1])
         return false;
@@ -1262,6 +1279,8 @@ bool kt_pgp_uid_certified_by(const struct kt_pgp_key *key, size_t uid_index,
             continue;
         if (s->expires != 0 && (int64_t)now >= (int64_t)s->created + s->expires)
             continue;
+        if (s->created < key->primary.created)
+            continue; /* older than the key it certifies (GnuPG: "time conflict") */
         if (!sig_check(s, sp, &key->primary, NULL, uid))
             continue;
         if (s->type == KT_PGP_SIG_CERT_REVOCATION) {
@@ -1276,4 +1295,305 @@ bool kt_pgp_uid_certified_by(const struct kt_pgp_key *key, size_t uid_index,
     }
     /* A revocation at or after the newest certification cancels it. */
     return certified && !(revoked && newest_rev >= newest_cert);
+}
+
+/* ---- Creation ---- */
+
+/* A growable byte buffer for building packets. */
+struct obuf {
+    uint8_t *p;
+    size_t n, cap;
+};
+
+static void ob_put(struct obuf *b, const void *d, size_t n)
+{
+    if (n == 0)
+        return;
+    if (b->n + n > b->cap) {
+        b->cap = (b->n + n) * 2 + 64;
+        b->p = kt_realloc(b->p, b->cap);
+    }
+    memcpy(b->p + b->n, d, n);
+    b->n += n;
+}
+
+static void ob_byte(struct obuf *b, uint8_t v)
+{
+    ob_put(b, &v, 1);
+}
+
+static void ob_be32(struct obuf *b, uint32_t v)
+{
+    uint8_t x[4] = {(uint8_t)(v >> 24), (uint8_t)(v >> 16), (uint8_t)(v >> 8), (uint8_t)v};
+    ob_put(b, x, 4);
+}
+
+/* Writes an MPI of the big-endian magnitude d[0..n), leading zeros dropped. */
+static void ob_mpi(struct obuf *b, const uint8_t *d, size_t n)
+{
+    while (n > 0 && d[0] == 0) {
+        d++;
+        n--;
+    }
+    unsigned bits = 0;
+    if (n > 0) {
+        bits = (unsigned)(n - 1) * 8;
+        for (uint8_t top = d[0]; top; top >>= 1)
+            bits++;
+    }
+    ob_byte(b, (uint8_t)(bits >> 8));
+    ob_byte(b, (uint8_t)bits);
+    ob_put(b, d, n);
+}
+
+/* A new-format packet header (§4.2.2) for `tag` and a body of `len` bytes. */
+static void ob_header(struct obuf *b, unsigned tag, size_t len)
+{
+    ob_byte(b, (uint8_t)(0xC0 | tag));
+    if (len < 192) {
+        ob_byte(b, (uint8_t)len);
+    } else if (len < 8384) {
+        ob_byte(b, (uint8_t)(((len - 192) >> 8) + 192));
+        ob_byte(b, (uint8_t)(len - 192));
+    } else {
+        ob_byte(b, 255);
+        ob_be32(b, (uint32_t)len);
+    }
+}
+
+static bool ob_bn_mpi(struct obuf *b, EVP_PKEY *pkey, const char *name)
+{
+    BIGNUM *bn = NULL;
+    if (EVP_PKEY_get_bn_param(pkey, name, &bn) != 1)
+        return false;
+    int n = BN_num_bytes(bn);
+    uint8_t *tmp = kt_malloc((size_t)n + 1);
+    BN_bn2bin(bn, tmp);
+    ob_mpi(b, tmp, (size_t)n);
+    free(tmp);
+    BN_free(bn);
+    return true;
+}
+
+/* The v4 public key packet body of `pkey` (RSA or Ed25519). */
+static bool key_body(EVP_PKEY *pkey, uint32_t created, struct obuf *b)
+{
+    ob_byte(b, 4);
+    ob_be32(b, created);
+    if (EVP_PKEY_is_a(pkey, "RSA")) {
+        ob_byte(b, KT_PGP_ALGO_RSA);
+        return ob_bn_mpi(b, pkey, OSSL_PKEY_PARAM_RSA_N) &&
+               ob_bn_mpi(b, pkey, OSSL_PKEY_PARAM_RSA_E);
+    }
+    if (EVP_PKEY_is_a(pkey, "ED25519")) {
+        uint8_t pt[33];
+        size_t n = 32;
+        if (EVP_PKEY_get_raw_public_key(pkey, pt + 1, &n) != 1 || n != 32)
+            return false;
+        pt[0] = 0x40;
+        ob_byte(b, KT_PGP_ALGO_EDDSA);
+        ob_byte(b, curves[3].len);
+        ob_put(b, curves[3].oid, curves[3].len);
+        /* Always 263 bits: the 0x40 prefix fixes the top bit. */
+        ob_byte(b, 0x01);
+        ob_byte(b, 0x07);
+        ob_put(b, pt, 33);
+        return true;
+    }
+    return false;
+}
+
+/* Signs with `pkey` (public half: `signer`) a signature of `type` over
+ * `key` and `uid`, created at `now`, with `extra` hashed subpackets after
+ * creation time and issuer fingerprint. Appends the whole packet to out. */
+static bool make_sig(EVP_PKEY *pkey, const struct kt_pgp_pubkey *signer, uint8_t type,
+                     const struct kt_pgp_pubkey *key, const struct kt_pgp_uid *uid, uint32_t now,
+                     const uint8_t *extra, size_t extra_len, struct obuf *out)
+{
+    bool eddsa = signer->algo == KT_PGP_ALGO_EDDSA;
+    uint8_t hash = eddsa ? KT_PGP_HASH_SHA512 : KT_PGP_HASH_SHA256;
+    const EVP_MD *md = hash_md(hash);
+    struct obuf h = {0}, body = {0};
+    uint8_t digest[EVP_MAX_MD_SIZE], *sig = NULL;
+    unsigned dlen = 0;
+    size_t siglen = 0;
+    bool good = false;
+    EVP_PKEY_CTX *ctx = NULL;
+    EVP_MD_CTX *mdctx = NULL;
+
+    ob_byte(&h, 4);
+    ob_byte(&h, type);
+    ob_byte(&h, signer->algo);
+    ob_byte(&h, hash);
+    size_t hl = 6 + 23 + extra_len;
+    ob_byte(&h, (uint8_t)(hl >> 8));
+    ob_byte(&h, (uint8_t)hl);
+    ob_byte(&h, 5);
+    ob_byte(&h, 2); /* signature creation time */
+    ob_be32(&h, now);
+    ob_byte(&h, 22);
+    ob_byte(&h, 33); /* issuer fingerprint, v4 */
+    ob_byte(&h, 4);
+    ob_put(&h, signer->fpr, 20);
+    if (extra_len)
+        ob_put(&h, extra, extra_len);
+    if (!sig_digest(md, h.p, h.n, key, NULL, uid, digest, &dlen))
+        goto done;
+
+    if (eddsa) {
+        /* GnuPG's EdDSA: the digest is the message; r and s as MPIs. */
+        mdctx = EVP_MD_CTX_new();
+        siglen = 64;
+        sig = kt_malloc(siglen);
+        if (!mdctx || EVP_DigestSignInit(mdctx, NULL, NULL, NULL, pkey) != 1 ||
+            EVP_DigestSign(mdctx, sig, &siglen, digest, dlen) != 1 || siglen != 64)
+            goto done;
+    } else {
+        ctx = EVP_PKEY_CTX_new(pkey, NULL);
+        if (!ctx || EVP_PKEY_sign_init(ctx) != 1 ||
+            EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_PADDING) != 1 ||
+            EVP_PKEY_CTX_set_signature_md(ctx, md) != 1 ||
+            EVP_PKEY_sign(ctx, NULL, &siglen, digest, dlen) != 1)
+            goto done;
+        sig = kt_malloc(siglen);
+        if (EVP_PKEY_sign(ctx, sig, &siglen, digest, dlen) != 1)
+            goto done;
+    }
+    ob_put(&body, h.p, h.n);
+    ob_byte(&body, 0);
+    ob_byte(&body, 10); /* unhashed: issuer key ID, for older readers */
+    ob_byte(&body, 9);
+    ob_byte(&body, 16);
+    ob_put(&body, signer->keyid, 8);
+    ob_put(&body, digest, 2);
+    if (eddsa) {
+        ob_mpi(&body, sig, 32);
+        ob_mpi(&body, sig + 32, 32);
+    } else {
+        ob_mpi(&body, sig, siglen);
+    }
+    ob_header(out, 2, body.n);
+    ob_put(out, body.p, body.n);
+    good = true;
+done:
+    free(h.p);
+    free(body.p);
+    free(sig);
+    EVP_PKEY_CTX_free(ctx);
+    EVP_MD_CTX_free(mdctx);
+    return good;
+}
+
+int kt_pgp_key_generate_from(EVP_PKEY *pkey, const char *uid, time_t created,
+                             struct kt_pgp_key **key_r)
+{
+    struct obuf kb = {0}, out = {0};
+    struct kt_pgp_pubkey pub;
+    struct kt_pgp_uid u;
+    static const uint8_t flags[3] = {2, 27, KT_PGP_FLAG_CERTIFY | KT_PGP_FLAG_SIGN};
+    int rc = -1;
+
+    *key_r = NULL;
+    memset(&pub, 0, sizeof(pub));
+    if (!key_body(pkey, (uint32_t)created, &kb) ||
+        parse_pubkey(kb.p, kb.n, &pub) != KT_PGP_OK)
+        goto fail;
+    memset(&u, 0, sizeof(u));
+    u.uid = (char *)uid;
+    u.len = strlen(uid);
+    ob_header(&out, 6, kb.n);
+    ob_put(&out, kb.p, kb.n);
+    ob_header(&out, 13, u.len);
+    ob_put(&out, uid, u.len);
+    if (!make_sig(pkey, &pub, KT_PGP_SIG_CERT_POSITIVE, &pub, &u, (uint32_t)created, flags,
+                  sizeof(flags), &out))
+        goto fail;
+    if (kt_pgp_key_parse(out.p, out.n, key_r) != KT_PGP_OK)
+        goto fail;
+    if (kt_pgp_key_verify(*key_r) != 0) {
+        kt_pgp_key_free(key_r); /* pkey's private half does not match its public half */
+        goto fail;
+    }
+    rc = 0;
+fail:
+    pubkey_clear(&pub);
+    free(kb.p);
+    free(out.p);
+    return rc;
+}
+
+int kt_pgp_uid_certify(struct kt_pgp_key *key, size_t uid_index, const struct kt_pgp_key *signer,
+                       EVP_PKEY *pkey, time_t now)
+{
+    struct obuf out = {0};
+    struct kt_pgp_key *fresh = NULL;
+    EVP_PKEY *pub = NULL;
+    int rc = -1;
+
+    if (uid_index >= key->nuids)
+        return -1;
+    pub = pubkey_evp(&signer->primary);
+    if (pub == NULL || EVP_PKEY_eq(pub, pkey) != 1)
+        goto fail;
+    const struct kt_pgp_uid *uid = &key->uids[uid_index];
+    size_t at = uid->raw_end;
+    kt_assert(at <= key->raw_len);
+    ob_put(&out, key->raw, at);
+    if (!make_sig(pkey, &signer->primary, KT_PGP_SIG_CERT_GENERIC, &key->primary, uid,
+                  (uint32_t)now, NULL, 0, &out))
+        goto fail;
+    ob_put(&out, key->raw + at, key->raw_len - at);
+    if (kt_pgp_key_parse(out.p, out.n, &fresh) != KT_PGP_OK)
+        goto fail;
+    /* Swap the contents so the caller's pointer stays valid. */
+    struct kt_pgp_key tmp = *key;
+    *key = *fresh;
+    *fresh = tmp;
+    rc = 0;
+fail:
+    kt_pgp_key_free(&fresh);
+    EVP_PKEY_free(pub);
+    free(out.p);
+    return rc;
+}
+
+char *kt_pgp_armor(const uint8_t *data, size_t len, const char *type)
+{
+    static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    struct obuf o = {0};
+    char line[80];
+    size_t col = 0;
+    uint32_t crc = kt_pgp_crc24(data, len);
+    uint8_t c[3] = {(uint8_t)(crc >> 16), (uint8_t)(crc >> 8), (uint8_t)crc};
+
+    ob_put(&o, "-----BEGIN ", 11);
+    ob_put(&o, type, strlen(type));
+    ob_put(&o, "-----\n\n", 7);
+    for (size_t i = 0; i < len; i += 3) {
+        uint32_t w = (uint32_t)data[i] << 16;
+        if (i + 1 < len)
+            w |= (uint32_t)data[i + 1] << 8;
+        if (i + 2 < len)
+            w |= data[i + 2];
+        line[col++] = b64[w >> 18];
+        line[col++] = b64[(w >> 12) & 63];
+        line[col++] = i + 1 < len ? b64[(w >> 6) & 63] : '=';
+        line[col++] = i + 2 < len ? b64[w & 63] : '=';
+        if (col == 64 || i + 3 >= len) {
+            line[col++] = '\n';
+            ob_put(&o, line, col);
+            col = 0;
+        }
+    }
+    line[0] = '=';
+    line[1] = b64[c[0] >> 2];
+    line[2] = b64[(c[0] & 3) << 4 | c[1] >> 4];
+    line[3] = b64[(c[1] & 15) << 2 | c[2] >> 6];
+    line[4] = b64[c[2] & 63];
+    line[5] = '\n';
+    ob_put(&o, line, 6);
+    ob_put(&o, "-----END ", 9);
+    ob_put(&o, type, strlen(type));
+    ob_put(&o, "-----\n", 7); /* with the NUL */
+    return (char *)o.p;
 }

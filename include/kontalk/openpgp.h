@@ -136,6 +136,7 @@ struct kt_pgp_uid {
     size_t len;
     struct kt_pgp_sig *sigs; /* certifications (0x10-0x13) and their revocations (0x30) */
     size_t nsigs;
+    size_t raw_end; /* offset in kt_pgp_key.raw just past this UID's last packet */
 };
 
 struct kt_pgp_key {
@@ -195,7 +196,10 @@ KT_API void kt_pgp_fpr_hex(const uint8_t fpr[20], char out[41]);
 /* Verifies every signature the key made on itself (issuer = primary key):
  * UID self-certifications, subkey bindings and revocations, direct-key and key
  * revocation signatures, and sets their `status`. Signatures by other keys
- * stay UNCHECKED. Returns the number of self-signatures found BAD. */
+ * stay UNCHECKED. Returns the number of self-signatures found BAD.
+ * Hashes: SHA-1, SHA-224/256/384/512 (SHA-1 stays: Kontalk's older clients
+ * self-sign with it); RSA and DSA keys under 1024 bits never verify. The
+ * back-signature (0x19) of signing subkeys is not checked. */
 KT_API int kt_pgp_key_verify(struct kt_pgp_key *key);
 /* True if a GOOD key revocation signature (0x20) by the primary key exists.
  * Call kt_pgp_key_verify() first. */
@@ -210,10 +214,37 @@ KT_API bool kt_pgp_key_invalid(const struct kt_pgp_key *key, time_t now);
 /* True if subkey `i` has a GOOD binding signature and no GOOD revocation. */
 KT_API bool kt_pgp_subkey_bound(const struct kt_pgp_key *key, size_t i);
 /* True if UID `uid_index` carries a certification (0x10-0x13) by the primary
- * key of `signer` that verifies, is not expired at `now`, and is not followed
+ * key of `signer` that verifies, is not older than the certified key, is not
+ * expired at `now`, and is not followed
  * by a certification revocation (0x30) from the same key. Verifies on the
  * spot (does not change `status`); `signer` is not checked for revocation. */
 KT_API bool kt_pgp_uid_certified_by(const struct kt_pgp_key *key, size_t uid_index,
                                     const struct kt_pgp_key *signer, time_t now);
+
+/* ---- Creating keys and signatures ----
+ * The private key is an OpenSSL EVP_PKEY (struct evp_pkey_st, named so here
+ * to keep this header free of OpenSSL's): RSA (signatures PKCS#1 v1.5 with
+ * SHA-256) or Ed25519 (GnuPG's EdDSA, SHA-512). */
+struct evp_pkey_st;
+
+/* Builds a new v4 key from `pkey`: the primary key packet created at
+ * `created`, user ID `uid`, and a positive self-certification (0x13) with
+ * key flags certify+sign and no expiry. Returns -1 for other key types. The
+ * new key is verified (kt_pgp_key_verify() has run). */
+KT_API int kt_pgp_key_generate_from(struct evp_pkey_st *pkey, const char *uid, time_t created,
+                                    struct kt_pgp_key **key_r);
+/* Adds a generic certification (0x10) of UID `uid_index` of `key`, made at
+ * `now` by `signer`, whose primary key is the public half of `pkey`. The
+ * signature packet goes after the UID's other signatures in key->raw and the
+ * key is parsed again from it (statuses reset: verify again). Returns -1 if
+ * pkey does not match signer's primary key, the UID does not exist or
+ * signing fails; the key is unchanged then. */
+KT_API int kt_pgp_uid_certify(struct kt_pgp_key *key, size_t uid_index,
+                              const struct kt_pgp_key *signer, struct evp_pkey_st *pkey,
+                              time_t now);
+/* ASCII armor of `data` with the given type ("PGP PUBLIC KEY BLOCK"):
+ * a blank header, base64 lines of 64 columns, the CRC-24 line, the END line.
+ * Returns a new NUL-terminated string. */
+KT_API char *kt_pgp_armor(const uint8_t *data, size_t len, const char *type);
 
 #endif

@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/evp.h>
+
 #include "tap.h"
 
 int main(void);
@@ -488,6 +490,111 @@ static void test_bad_input(void)
     }
 }
 
+/* Writes text to $KT_OPENPGP_DUMP/name when set, for a manual gpg check. */
+static void dump(const char *name, const char *text)
+{
+    const char *d = getenv("KT_OPENPGP_DUMP");
+    char path[1024];
+    if (d == NULL)
+        return;
+    snprintf(path, sizeof(path), "%s/%s", d, name);
+    FILE *f = fopen(path, "w");
+    if (f) {
+        fputs(text, f);
+        fclose(f);
+    }
+}
+
+static void test_create(void)
+{
+    static const char *const types[2] = {"ED25519", "RSA"};
+    EVP_PKEY *pk[2] = {EVP_PKEY_Q_keygen(NULL, NULL, "ED25519"),
+                       EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048)};
+    struct kt_pgp_key *node[2] = {NULL, NULL};
+    /* Now, so that gpg can check the dumped keys without time conflicts. */
+    const time_t t0 = time(NULL) - 100;
+
+    for (int i = 0; i < 2; i++) {
+        char uid[64];
+        snprintf(uid, sizeof(uid), "Node %d <node%d@kontalk.test>", i, i);
+        if (!ok(pk[i] != NULL, "OpenSSL made a %s key", types[i]))
+            goto done;
+        is_int(kt_pgp_key_generate_from(pk[i], uid, t0, &node[i]), 0, "node key generated");
+        if (node[i] == NULL)
+            goto done;
+        is_str(node[i]->uids[0].uid, uid, "generated UID");
+        ok(node[i]->primary.created == t0 && node[i]->uids[0].nsigs == 1 &&
+               node[i]->uids[0].sigs[0].type == KT_PGP_SIG_CERT_POSITIVE &&
+               node[i]->uids[0].sigs[0].status == KT_PGP_SIG_GOOD,
+           "generated key: positive self-certification GOOD");
+        ok(node[i]->uids[0].sigs[0].key_flags == (KT_PGP_FLAG_CERTIFY | KT_PGP_FLAG_SIGN),
+           "generated key: flags certify+sign");
+        is_int(kt_pgp_key_expiry(node[i]), 0, "generated key never expires");
+        /* The armored export parses back to the same key. */
+        char *asc = kt_pgp_armor(node[i]->raw, node[i]->raw_len, "PGP PUBLIC KEY BLOCK");
+        struct kt_pgp_key *back = NULL;
+        is_int(kt_pgp_key_parse(asc, strlen(asc), &back), KT_PGP_OK, "armored export parses");
+        ok(back && back->raw_len == node[i]->raw_len &&
+               memcmp(back->raw, node[i]->raw, back->raw_len) == 0,
+           "armor round trip");
+        dump(i ? "node-rsa.asc" : "node-ed25519.asc", asc);
+        kt_pgp_key_free(&back);
+        free(asc);
+    }
+    EVP_PKEY *x = EVP_PKEY_Q_keygen(NULL, NULL, "X25519");
+    struct kt_pgp_key *none = NULL;
+    is_int(kt_pgp_key_generate_from(x, "x <x@kontalk.test>", t0, &none), -1,
+           "an X25519 key cannot sign: refused");
+    ok(none == NULL, "no key then");
+    EVP_PKEY_free(x);
+    x = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)512);
+    is_int(kt_pgp_key_generate_from(x, "x <x@kontalk.test>", t0, &none), -1,
+           "an RSA-512 key never verifies: refused");
+    EVP_PKEY_free(x);
+
+    for (int i = 0; i < 2; i++) {
+        struct kt_pgp_key *user = load("android", true);
+        if (user == NULL)
+            goto done;
+        char fpr_before[41], fpr_after[41];
+        kt_pgp_fpr_hex(user->primary.fpr, fpr_before);
+        ok(!kt_pgp_uid_certified_by(user, 0, node[i], t0 + 100), "not certified before");
+        is_int(kt_pgp_uid_certify(user, 0, node[i], pk[1 - i], t0 + 50), -1,
+               "a private key that is not the signer's is refused");
+        is_int(kt_pgp_uid_certify(user, 1, node[i], pk[i], t0 + 50), -1, "no UID 1");
+        /* A certification older than the key it certifies does not count. */
+        struct kt_pgp_key *early = load("android", false);
+        if (early) {
+            is_int(kt_pgp_uid_certify(early, 0, node[i], pk[i], early->primary.created - 1), 0,
+                   "certified with a time before the key's creation");
+            ok(!kt_pgp_uid_certified_by(early, 0, node[i], t0 + 100),
+               "a certification older than the key is ignored");
+            kt_pgp_key_free(&early);
+        }
+        is_int(kt_pgp_uid_certify(user, 0, node[i], pk[i], t0 + 50), 0, "UID certified");
+        kt_pgp_fpr_hex(user->primary.fpr, fpr_after);
+        is_str(fpr_after, fpr_before, "same key after certification");
+        is_int(user->uids[0].nsigs, 2, "self-signature and the new certification");
+        ok(user->uids[0].sigs[1].type == KT_PGP_SIG_CERT_GENERIC &&
+               user->uids[0].sigs[1].created == t0 + 50,
+           "generic certification at the given time");
+        is_int(kt_pgp_key_verify(user), 0, "self-signatures still verify");
+        ok(user->nsubkeys == 2 && kt_pgp_subkey_bound(user, 0) && kt_pgp_subkey_bound(user, 1),
+           "subkeys kept after the UID");
+        ok(kt_pgp_uid_certified_by(user, 0, node[i], t0 + 100), "certified by the node key");
+        ok(!kt_pgp_uid_certified_by(user, 0, node[1 - i], t0 + 100), "not by the other node key");
+        char *asc = kt_pgp_armor(user->raw, user->raw_len, "PGP PUBLIC KEY BLOCK");
+        dump(i ? "user-by-rsa.asc" : "user-by-ed25519.asc", asc);
+        free(asc);
+        kt_pgp_key_free(&user);
+    }
+done:
+    for (int i = 0; i < 2; i++) {
+        kt_pgp_key_free(&node[i]);
+        EVP_PKEY_free(pk[i]);
+    }
+}
+
 int main(void)
 {
     dir = getenv("top_srcdir");
@@ -502,5 +609,6 @@ int main(void)
     test_packet_formats();
     test_armor();
     test_bad_input();
+    test_create();
     return done_testing();
 }
