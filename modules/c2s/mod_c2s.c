@@ -350,17 +350,10 @@ static void stop_listeners_on_loop(struct kt_loop *loop, void *data)
     }
 }
 
-struct shutdown_req {
-    struct c2s *c2s;
-    unsigned loop_index;
-};
-
+/* No allocation: a post that never runs (the loop stopped first) leaks nothing. */
 static void shutdown_on_loop(struct kt_loop *loop, void *data)
 {
-    (void)loop;
-    struct shutdown_req *r = data;
-    c2s_shutdown_loop(r->c2s, r->loop_index);
-    free(r);
+    c2s_shutdown_loop(data, kt_loop_index(loop));
 }
 
 /* Stops accepting, sends system-shutdown to every stream and waits (a
@@ -372,12 +365,8 @@ static void c2s_stop(void *state)
     kt_loop_post(c2s->core->loops[0], stop_listeners_on_loop, c2s);
     for (unsigned i = 0; i < c2s->core->nloops; i++)
         kt_loop_post(c2s->core->loops[i], sweep_stop, c2s);
-    for (unsigned i = 0; i < c2s->core->nloops; i++) {
-        struct shutdown_req *r = kt_new(struct shutdown_req);
-        r->c2s = c2s;
-        r->loop_index = i;
-        kt_loop_post(c2s->core->loops[i], shutdown_on_loop, r);
-    }
+    for (unsigned i = 0; i < c2s->core->nloops; i++)
+        kt_loop_post(c2s->core->loops[i], shutdown_on_loop, c2s);
     struct timespec deadline;
     clock_gettime(CLOCK_REALTIME, &deadline);
     deadline.tv_sec += 5;
