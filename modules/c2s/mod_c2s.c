@@ -170,7 +170,12 @@ struct accepted {
 static void accept_on_loop(struct kt_loop *loop, void *data)
 {
     struct accepted *a = data;
-    c2s_conn_accept(a->c2s, loop, a->fd, a->direct_tls);
+    /* Accepted just as the server stops: shutdown has already swept this
+     * loop, so a stream started now would outlive it. */
+    if (atomic_load(&a->c2s->stopping))
+        close(a->fd);
+    else
+        c2s_conn_accept(a->c2s, loop, a->fd, a->direct_tls);
     free(a);
 }
 
