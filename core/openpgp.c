@@ -16,6 +16,7 @@
  * signature, and the v4 trailer 0x04 0xFF || 4-byte length. */
 #include "config.h"
 #include <kontalk/openpgp.h>
+#include <kontalk/scram.h>
 
 #include <stdlib.h>
 #include <string.h>
@@ -74,50 +75,16 @@ uint32_t kt_pgp_crc24(const uint8_t *data, size_t len)
     return crc & 0xFFFFFFu;
 }
 
-static int b64_value(char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '+')
-        return 62;
-    if (c == '/')
-        return 63;
-    return -1;
-}
-
 /* Decodes base64 text of n characters (no whitespace) into out, which has
  * room for 3 * n / 4 bytes. Padding only at the end. Returns the byte
  * count or -1. */
 static long b64_decode(const char *s, size_t n, uint8_t *out)
 {
-    size_t o = 0;
-    if (n % 4 != 0)
-        return -1;
-    for (size_t i = 0; i < n; i += 4) {
-        int v[4];
-        int pad = 0;
-        for (int k = 0; k < 4; k++) {
-            if (s[i + k] == '=' && i + 4 == n && k >= 2) {
-                v[k] = 0;
-                pad++;
-            } else if (pad) {
-                return -1; /* data after '=' */
-            } else if ((v[k] = b64_value(s[i + k])) < 0) {
-                return -1;
-            }
-        }
-        uint32_t w = (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 | (uint32_t)v[2] << 6 | (uint32_t)v[3];
-        out[o++] = (uint8_t)(w >> 16);
-        if (pad < 2)
-            out[o++] = (uint8_t)(w >> 8);
-        if (pad < 1)
-            out[o++] = (uint8_t)w;
-    }
-    return (long)o;
+    /* The core's strict decoder (scram.c) wants a string. */
+    char *text = kt_strndup(s, n);
+    long got = kt_base64_decode(text, out, n / 4 * 3);
+    free(text);
+    return got;
 }
 
 /* Next line of text[*pos..len): sets *line and *n (without CR/LF and
@@ -1559,41 +1526,27 @@ fail:
 
 char *kt_pgp_armor(const uint8_t *data, size_t len, const char *type)
 {
-    static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     struct obuf o = {0};
-    char line[80];
-    size_t col = 0;
     uint32_t crc = kt_pgp_crc24(data, len);
     uint8_t c[3] = {(uint8_t)(crc >> 16), (uint8_t)(crc >> 8), (uint8_t)crc};
+    char *body = kt_base64_encode(data, len);
+    char *sum = kt_base64_encode(c, 3);
+    size_t n = strlen(body);
 
     ob_put(&o, "-----BEGIN ", 11);
     ob_put(&o, type, strlen(type));
     ob_put(&o, "-----\n\n", 7);
-    for (size_t i = 0; i < len; i += 3) {
-        uint32_t w = (uint32_t)data[i] << 16;
-        if (i + 1 < len)
-            w |= (uint32_t)data[i + 1] << 8;
-        if (i + 2 < len)
-            w |= data[i + 2];
-        line[col++] = b64[w >> 18];
-        line[col++] = b64[(w >> 12) & 63];
-        line[col++] = i + 1 < len ? b64[(w >> 6) & 63] : '=';
-        line[col++] = i + 2 < len ? b64[w & 63] : '=';
-        if (col == 64 || i + 3 >= len) {
-            line[col++] = '\n';
-            ob_put(&o, line, col);
-            col = 0;
-        }
+    for (size_t i = 0; i < n; i += 64) { /* RFC 4880 §6.3: lines of at most 76 */
+        size_t k = n - i < 64 ? n - i : 64;
+        ob_put(&o, body + i, k);
+        ob_put(&o, "\n", 1);
     }
-    line[0] = '=';
-    line[1] = b64[c[0] >> 2];
-    line[2] = b64[(c[0] & 3) << 4 | c[1] >> 4];
-    line[3] = b64[(c[1] & 15) << 2 | c[2] >> 6];
-    line[4] = b64[c[2] & 63];
-    line[5] = '\n';
-    ob_put(&o, line, 6);
-    ob_put(&o, "-----END ", 9);
+    ob_put(&o, "=", 1);
+    ob_put(&o, sum, 4);
+    ob_put(&o, "\n-----END ", 10);
     ob_put(&o, type, strlen(type));
     ob_put(&o, "-----\n", 7); /* with the NUL */
+    free(body);
+    free(sum);
     return (char *)o.p;
 }
