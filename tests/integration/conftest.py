@@ -159,15 +159,17 @@ def make_c2s_node(make_node):
         check_sanitizer_reports(node)
 
 
-@pytest.fixture(scope="module")
-def c2s_node(binaries, mariadb, certs, tmp_path_factory):
-    """One started node with the default c2s settings, shared by a test module.
+def shared_node(mariadb, certs, tmp_path_factory, label, sm=None):
+    """Generator for a module-scoped started node (c2s defaults, test accounts): stopped with
+    SIGTERM at the end, which must exit 0 with no sanitizer report.
 
-    Except auth_attempts_per_ip: the modules fail logins on purpose, all from 127.0.0.1, and
-    that limit has a test of its own."""
+    auth_attempts_per_ip is raised: the modules fail logins on purpose, all from 127.0.0.1,
+    and that limit has a test of its own."""
     name = "kt_%d" % next(_db_counter)
     mariadb.create_database(name, "kontalk", "kontalk")
-    node = Node(str(tmp_path_factory.mktemp("c2s")), mariadb, name, certs[0], certs[1])
+    node = Node(str(tmp_path_factory.mktemp(label)), mariadb, name, certs[0], certs[1])
+    if sm:
+        node.conf["sm"] = dict(sm)
     try:
         setup_c2s(node, auth_attempts_per_ip=100000)
         yield node
@@ -178,3 +180,9 @@ def c2s_node(binaries, mariadb, certs, tmp_path_factory):
         node.kill()
         if mariadb.pid() is not None:
             mariadb.drop_database(name)
+
+
+@pytest.fixture(scope="module")
+def c2s_node(binaries, mariadb, certs, tmp_path_factory):
+    """One started node with the default c2s settings, shared by a test module."""
+    yield from shared_node(mariadb, certs, tmp_path_factory, "c2s")

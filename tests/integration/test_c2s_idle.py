@@ -3,7 +3,7 @@ are read by a new parser primed with the stream header, exactly as before."""
 
 import time
 
-from kt.xmpp import PASSWORDS, client_for, q, show, unknown_iq
+from kt.xmpp import PASSWORDS, client_for, show, unknown_iq
 
 
 def test_stream_keeps_working_after_its_parser_is_released(make_c2s_node):

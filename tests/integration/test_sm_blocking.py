@@ -9,7 +9,7 @@ import time
 import pytest
 
 from conftest import setup_c2s
-from kt.im import expect_message, message, next_message, no_message, online
+from kt.im import expect_message, message, no_message, online
 from kt.xmpp import q, show, stanza_error_condition
 
 NS_BLOCKING = "urn:xmpp:blocking"

@@ -12,8 +12,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from conftest import _db_counter, check_sanitizer_reports, setup_c2s
-from kt.node import Node, version
+from conftest import setup_c2s, shared_node
+from kt.node import version
 from kt.xmpp import (NS_CLIENT, NS_PING, NS_STANZA_ERRORS, PASSWORDS, client_for, q, show,
                      stanza_error_condition, unknown_iq)
 
@@ -47,21 +47,7 @@ RICH_VCARD = (
 @pytest.fixture(scope="module")
 def svc_node(binaries, mariadb, certs, tmp_path_factory):
     """One started node with a small vcard_max, shared by this module."""
-    name = "kt_%d" % next(_db_counter)
-    mariadb.create_database(name, "kontalk", "kontalk")
-    node = Node(str(tmp_path_factory.mktemp("smsvc")), mariadb, name, certs[0], certs[1])
-    node.conf["sm"] = {"vcard_max": VCARD_MAX}
-    try:
-        setup_c2s(node, auth_attempts_per_ip=100000)
-        yield node
-        # A clean stop runs the sanitizers' leak check (see conftest.make_node).
-        if node.running():
-            assert node.stop(timeout=20) == 0, node.all_logs()[-3000:]
-        check_sanitizer_reports(node)
-    finally:
-        node.kill()
-        if mariadb.pid() is not None:
-            mariadb.drop_database(name)
+    yield from shared_node(mariadb, certs, tmp_path_factory, "smsvc", sm={"vcard_max": VCARD_MAX})
 
 
 def logged_in(node, user="alice", resource="svc"):
