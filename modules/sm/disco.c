@@ -1,7 +1,6 @@
 /* Service discovery (XEP-0030) of the node itself: disco#info answers with
  * the identity server/im and the features the other parts registered with
- * sm_feature_add, disco#items with an empty list (the node lists no items
- * yet). Both answer only requests addressed to the server; a 'node'
+ * sm_feature_add, disco#items with the named services (name@host, named.c). Both answer only requests addressed to the server; a 'node'
  * attribute names nothing we serve, so it gets item-not-found. Disco of a
  * user's bare JID is the roster part's (it depends on subscriptions) and
  * falls through here.
@@ -14,6 +13,7 @@
 
 #include <kontalk/log.h>
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -72,7 +72,14 @@ static enum kt_verdict disco_items(struct kt_stanza *st, void *data)
     if (!mine)
         return KT_PASS;
     struct kt_stanza *reply = kt_stanza_iq_result(st);
-    kt_xml_add_child(kt_stanza_xml_mut(reply), "query", NS_DISCO_ITEMS);
+    struct kt_xml *q = kt_xml_add_child(kt_stanza_xml_mut(reply), "query", NS_DISCO_ITEMS);
+    for (unsigned i = 0; i < sm->nservices; i++) {
+        struct kt_xml *item = kt_xml_add_child(q, "item", NS_DISCO_ITEMS);
+        char jid[1100];
+        snprintf(jid, sizeof(jid), "%s@%s", sm->services[i]->name, sm->core->host);
+        kt_xml_set_attr(item, "jid", jid);
+        kt_xml_set_attr(item, "name", sm->services[i]->label);
+    }
     kt_stanza_touch(reply);
     sm_send(sm, reply);
     kt_stanza_unref(&reply);

@@ -22,6 +22,14 @@ static const struct kt_setting sm_settings[] = {
                "bytes of one vCard (vcard-temp)"),
     KT_SET_INT("roster_max", struct sm_conf, roster_max, 1000, 1, 1000000,
                "contacts in one roster (adding more is not-allowed)"),
+    KT_SET_STR("key", struct sm_conf, key, "",
+                  "the node's OpenPGP secret key file (kontalkctl key generate); \"\" = none"),
+    KT_SET_INT("multicast_max", struct sm_conf, multicast_max, 50, 1, 10000,
+               "addresses of one stanza to multicast@ (XEP-0033)"),
+    KT_SET_INT("expire_days", struct sm_conf, expire_days, 30, 0, 36500,
+               "days without a login before a key account is deleted (0 = never)"),
+    KT_SET_GROUP("push", sm_push_settings, "push wake-ups (push@host)"),
+    KT_SET_GROUP("register", sm_register_settings, "phone registration (jabber:iq:register)"),
     KT_SET_END,
 };
 
@@ -102,7 +110,8 @@ static int sm_init(struct kt_core *core, const void *conf, const config_setting_
     if (sm_offline_init(sm) < 0 || sm_delivery_init(sm) < 0 || sm_presence_init(sm) < 0 ||
         sm_roster_init(sm) < 0 || sm_userinfo_init(sm) < 0 || sm_services_init(sm) < 0 ||
         sm_vcard_init(sm) < 0 || sm_carbons_init(sm) < 0 || sm_blocking_init(sm) < 0 ||
-        sm_disco_init(sm) < 0)
+        sm_named_init(sm) < 0 || sm_network_init(sm) < 0 || sm_multicast_init(sm) < 0 ||
+        sm_push_init(sm) < 0 || sm_expiry_init(sm) < 0 || sm_disco_init(sm) < 0)
         return -1;
     kt_log(KT_LOG_NOTICE, "sm: loaded; delivery, offline storage, roster, subscriptions, "
                           "presence and the server's iq services work");
@@ -112,11 +121,15 @@ static int sm_init(struct kt_core *core, const void *conf, const config_setting_
 static int sm_start(void *state)
 {
     sm_offline_start(state);
+    sm_push_start(state);
+    sm_expiry_start(state);
     return 0;
 }
 
 static void sm_stop(void *state)
 {
+    sm_expiry_stop(state);
+    sm_push_stop(state);
     sm_offline_stop(state);
 }
 
@@ -127,7 +140,10 @@ static void sm_free(void *state)
         return;
     for (unsigned i = 0; i < SM_USER_QUEUES; i++)
         kt_jobq_free(&sm->user_queues[i]);
+    sm_expiry_free(sm);
+    sm_push_free(sm);
     sm_blocking_free(sm);
+    free(sm->services);
     sm_users_free(&sm->users);
     sm_rcache_free(&sm->rcache);
     free(sm->features);

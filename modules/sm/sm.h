@@ -6,6 +6,7 @@
 #ifndef KT_SM_H
 #define KT_SM_H
 
+#include <kontalk/config.h>
 #include <kontalk/core.h>
 #include <kontalk/jid.h>
 #include <kontalk/job.h>
@@ -15,11 +16,42 @@
 #include <stdatomic.h>
 #include <time.h>
 
+/* push.c settings (sm.push group). */
+struct sm_push_conf {
+    const char *url;        /* HTTP provider endpoint ("" = off) */
+    const char *auth;       /* Authorization header value sent to it */
+    const char *app_server; /* XEP-0357 app server JID ("" = off) */
+    long long idle;         /* seconds a session may idle before a push */
+    long long timeout;      /* seconds an HTTP request may take */
+};
+
+enum sm_register_provider { SM_REGISTER_OFF, SM_REGISTER_DUMMY, SM_REGISTER_COMMAND };
+extern const struct kt_setting sm_push_settings[];
+extern const struct kt_setting sm_register_settings[];
+
+/* register.c settings (sm.register group). */
+struct sm_register_conf {
+    int provider;              /* enum sm_register_provider */
+    const char *dummy_code;    /* the code the dummy provider accepts */
+    const char *command;       /* the command provider's program */
+    long long code_expire;     /* seconds a code stays valid */
+    long long throttle_attempts; /* attempts before a throttle applies */
+    long long throttle_ip_delay, throttle_phone_delay, throttle_prefix_delay; /* seconds */
+    long long prefix_digits;   /* digits of the prefix throttle */
+    const char *terms_url;     /* service terms; "" = none */
+};
+
 struct sm_conf {
     long long offline_max;    /* messages stored per user */
     long long offline_expire; /* seconds a stored message is kept */
     long long vcard_max;      /* bytes of one vCard */
     long long roster_max;     /* contacts in one roster */
+    /* Kontalk (kontalk-protocol.md §2) */
+    const char *key;           /* the node's OpenPGP secret key file; "" = no key */
+    long long multicast_max;   /* addresses of one multicast stanza */
+    long long expire_days;     /* days unused before an account is deleted; 0 = never */
+    struct sm_push_conf push;
+    struct sm_register_conf reg;
 };
 
 #define SM_USER_QUEUES 16
@@ -44,7 +76,31 @@ struct sm {
     const char **features;
     unsigned nfeatures;
     struct sm_blocking *blocking; /* cached blocklists (blocking.c) */
+    /* Named services (name@host), registered at init (named.c). */
+    const struct sm_service **services;
+    unsigned nservices;
+    struct sm_push *push;       /* push.c */
+    struct sm_expiry *expiry;   /* expiry.c */
+    struct sm_keys *keys;       /* keys.c: the node key, certification */
 };
+
+/* A Kontalk service addressed as name@host (named.c). */
+struct sm_service {
+    const char *name;               /* localpart: "probe" */
+    const char *category, *type;    /* disco identity */
+    const char *label;              /* disco identity name */
+    const char *const *features;    /* disco#info features, NULL-terminated */
+    /* Every stanza to the service except disco of the service itself;
+     * KT_PASS gets service-unavailable. */
+    enum kt_verdict (*fn)(struct sm *sm, struct kt_stanza *st, void *data);
+    void *data;
+};
+/* Registers svc (static storage). Init only, before sm_disco_init. */
+void sm_service_add(struct sm *sm, const struct sm_service *svc);
+/* The service `to` addresses (name@host or name@network), or NULL. */
+const struct sm_service *sm_service_of(const struct sm *sm, const struct kt_jid *to);
+/* Named services' hook runs after blocking's, before every other part. */
+#define SM_PRIO_SERVICES 500
 
 /* Registers a disco#info feature of the node (a static string). Init only. */
 void sm_feature_add(struct sm *sm, const char *var);
@@ -167,5 +223,21 @@ int sm_delivery_init(struct sm *sm); /* messages to users, presence of local res
 int sm_services_init(struct sm *sm); /* ping, version, time, last activity of the node */
 int sm_disco_init(struct sm *sm);    /* disco#info and disco#items of the node */
 int sm_vcard_init(struct sm *sm);    /* vcard-temp */
+int sm_named_init(struct sm *sm);    /* dispatch to name@host services */
+/* Kontalk parts (kontalk-protocol.md §2). */
+int sm_network_init(struct sm *sm);   /* network@: serverlist command */
+int sm_multicast_init(struct sm *sm); /* multicast@: XEP-0033 fan-out */
+int sm_push_init(struct sm *sm);      /* push@: registrations and wake-ups */
+void sm_push_start(struct sm *sm);
+void sm_push_stop(struct sm *sm);
+void sm_push_free(struct sm *sm);
+/* A message for user's bare JID was stored offline, or went to a session
+ * that is inactive or idle: wake the user's devices up (no content). Any
+ * thread; never blocks. */
+void sm_push_wake(struct sm *sm, const struct kt_jid *user, const struct kt_stanza *st);
+int sm_expiry_init(struct sm *sm);    /* daily deletion of unused accounts */
+void sm_expiry_start(struct sm *sm);
+void sm_expiry_stop(struct sm *sm);
+void sm_expiry_free(struct sm *sm);
 
 #endif
