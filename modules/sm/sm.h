@@ -225,6 +225,9 @@ int sm_disco_init(struct sm *sm);    /* disco#info and disco#items of the node *
 int sm_vcard_init(struct sm *sm);    /* vcard-temp */
 int sm_named_init(struct sm *sm);    /* dispatch to name@host services */
 /* Kontalk parts (kontalk-protocol.md §2). */
+/* keys.c: the node's OpenPGP key (sm.key). Its fingerprint as 40 upper-case
+ * hex digits, or NULL when no key is configured. */
+const char *sm_keys_fingerprint(const struct sm *sm);
 int sm_network_init(struct sm *sm);   /* network@: serverlist command */
 int sm_multicast_init(struct sm *sm); /* multicast@: XEP-0033 fan-out */
 int sm_push_init(struct sm *sm);      /* push@: registrations and wake-ups */
