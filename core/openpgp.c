@@ -23,6 +23,7 @@
 
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
+#include <openssl/crypto.h>
 #include <openssl/ec.h>
 #include <openssl/evp.h>
 #include <openssl/param_build.h>
@@ -45,11 +46,13 @@ const char *kt_pgp_strerror(enum kt_pgp_err err)
     case KT_PGP_ERR_CRC:
         return "armor checksum mismatch";
     case KT_PGP_ERR_UNSUPPORTED:
-        return "unsupported key version";
+        return "unsupported key version or algorithm";
     case KT_PGP_ERR_NO_KEY:
         return "no public key packet";
     case KT_PGP_ERR_TOO_LARGE:
         return "input too large";
+    case KT_PGP_ERR_PROTECTED:
+        return "secret key protected by a passphrase";
     }
     return "unknown error";
 }
@@ -57,6 +60,13 @@ const char *kt_pgp_strerror(enum kt_pgp_err err)
 static uint32_t be32(const uint8_t *p)
 {
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* Wipes a buffer that may have held secret key material. */
+static void wipe(void *p, size_t n)
+{
+    if (p != NULL && n > 0)
+        OPENSSL_cleanse(p, n);
 }
 
 /* ---- Armor ---- */
@@ -188,6 +198,7 @@ enum kt_pgp_err kt_pgp_dearmor(const char *text, size_t len, uint8_t **out_r, si
             goto fail;
         }
     }
+    wipe(b64, nb64); /* it may be a secret key's */
     free(b64);
     *out_r = out;
     *outlen_r = (size_t)got;
@@ -197,7 +208,9 @@ enum kt_pgp_err kt_pgp_dearmor(const char *text, size_t len, uint8_t **out_r, si
         free(type);
     return KT_PGP_OK;
 fail:
+    wipe(b64, nb64);
     free(b64);
+    wipe(out, out ? nb64 / 4 * 3 : 0);
     free(out);
     free(type);
     return err;
@@ -377,10 +390,14 @@ struct material {
     unsigned bits;
 };
 
-static enum kt_pgp_err parse_material(const uint8_t *b, size_t len, struct material *km)
+/* Reads the public parameters at the start of a v4 key body b[0..len) and
+ * sets *used to the length they take (a secret-key body goes on after
+ * them), or to 0 for an algorithm we do not know. */
+static enum kt_pgp_err material_at(const uint8_t *b, size_t len, struct material *km, size_t *used)
 {
     size_t o = 6, count = 0;
     memset(km, 0, sizeof(*km));
+    *used = 0;
     if (len < 6)
         return KT_PGP_ERR_TRUNCATED;
     switch (b[5]) {
@@ -427,7 +444,8 @@ static enum kt_pgp_err parse_material(const uint8_t *b, size_t len, struct mater
                 return KT_PGP_ERR_MALFORMED;
             o += kl;
         }
-        return o == len ? KT_PGP_OK : KT_PGP_ERR_MALFORMED;
+        *used = o;
+        return KT_PGP_OK;
     }
     default:
         return KT_PGP_OK; /* unknown algorithm: kept, never verified */
@@ -437,7 +455,18 @@ static enum kt_pgp_err parse_material(const uint8_t *b, size_t len, struct mater
             return KT_PGP_ERR_TRUNCATED;
     }
     km->bits = km->m[0].bits;
-    return o == len ? KT_PGP_OK : KT_PGP_ERR_MALFORMED;
+    *used = o;
+    return KT_PGP_OK;
+}
+
+/* The public parameters of a whole public key body: nothing may follow. */
+static enum kt_pgp_err parse_material(const uint8_t *b, size_t len, struct material *km)
+{
+    size_t used = 0;
+    enum kt_pgp_err err = material_at(b, len, km, &used);
+    if (err == KT_PGP_OK && used != 0 && used != len)
+        err = KT_PGP_ERR_MALFORMED;
+    return err;
 }
 
 static void hash_key(EVP_MD_CTX *md, const struct kt_pgp_pubkey *k)
@@ -733,6 +762,44 @@ static bool is_armored(const uint8_t *d, size_t len)
     return len - i >= 5 && memcmp(d + i, "-----", 5) == 0;
 }
 
+/* The binary packets of data: dearmored if armored with `armor_type`, else
+ * copied. *bin_r (kt_malloc) is NULL on error; empty input is NO_KEY. */
+static enum kt_pgp_err load_input(const void *data, size_t len, const char *armor_type,
+                                  uint8_t **bin_r, size_t *blen_r)
+{
+    enum kt_pgp_err err;
+    uint8_t *bin = NULL;
+    size_t blen = 0;
+
+    *bin_r = NULL;
+    *blen_r = 0;
+    if (len > KT_PGP_MAX_INPUT)
+        return KT_PGP_ERR_TOO_LARGE;
+    if (is_armored(data, len)) {
+        char *type = NULL;
+        if ((err = kt_pgp_dearmor(data, len, &bin, &blen, &type)) != KT_PGP_OK)
+            return err;
+        bool right = strcmp(type, armor_type) == 0;
+        free(type);
+        if (!right) {
+            wipe(bin, blen);
+            free(bin);
+            return KT_PGP_ERR_NO_KEY;
+        }
+    } else {
+        bin = kt_malloc(len + 1);
+        memcpy(bin, data, len);
+        blen = len;
+    }
+    if (blen == 0) {
+        free(bin);
+        return KT_PGP_ERR_NO_KEY;
+    }
+    *bin_r = bin;
+    *blen_r = blen;
+    return KT_PGP_OK;
+}
+
 enum kt_pgp_err kt_pgp_key_parse(const void *data, size_t len, struct kt_pgp_key **key_r)
 {
     enum kt_pgp_err err;
@@ -746,27 +813,8 @@ enum kt_pgp_err kt_pgp_key_parse(const void *data, size_t len, struct kt_pgp_key
 
     *key_r = NULL;
     memset(&pkt, 0, sizeof(pkt));
-    if (len > KT_PGP_MAX_INPUT)
-        return KT_PGP_ERR_TOO_LARGE;
-    if (is_armored(data, len)) {
-        char *type = NULL;
-        if ((err = kt_pgp_dearmor(data, len, &bin, &blen, &type)) != KT_PGP_OK)
-            return err;
-        bool right = strcmp(type, "PGP PUBLIC KEY BLOCK") == 0;
-        free(type);
-        if (!right) {
-            free(bin);
-            return KT_PGP_ERR_NO_KEY;
-        }
-    } else {
-        bin = kt_malloc(len + 1);
-        memcpy(bin, data, len);
-        blen = len;
-    }
-    if (blen == 0) {
-        err = KT_PGP_ERR_NO_KEY;
-        goto fail;
-    }
+    if ((err = load_input(data, len, "PGP PUBLIC KEY BLOCK", &bin, &blen)) != KT_PGP_OK)
+        return err;
     if ((err = kt_pgp_packet_next(bin, blen, &off, &pkt)) != KT_PGP_OK)
         goto fail;
     if (pkt.tag != 6) {
@@ -1328,17 +1376,24 @@ static void ob_header(struct obuf *b, unsigned tag, size_t len)
     }
 }
 
+/* Writes bn as an MPI; the scratch copy is wiped (bn may be secret). */
+static void ob_bn(struct obuf *b, const BIGNUM *bn)
+{
+    int n = BN_num_bytes(bn);
+    uint8_t *tmp = kt_malloc((size_t)n + 1);
+    BN_bn2bin(bn, tmp);
+    ob_mpi(b, tmp, (size_t)n);
+    OPENSSL_cleanse(tmp, (size_t)n);
+    free(tmp);
+}
+
 static bool ob_bn_mpi(struct obuf *b, EVP_PKEY *pkey, const char *name)
 {
     BIGNUM *bn = NULL;
     if (EVP_PKEY_get_bn_param(pkey, name, &bn) != 1)
         return false;
-    int n = BN_num_bytes(bn);
-    uint8_t *tmp = kt_malloc((size_t)n + 1);
-    BN_bn2bin(bn, tmp);
-    ob_mpi(b, tmp, (size_t)n);
-    free(tmp);
-    BN_free(bn);
+    ob_bn(b, bn);
+    BN_clear_free(bn);
     return true;
 }
 
@@ -1377,8 +1432,13 @@ static bool make_sig(EVP_PKEY *pkey, const struct kt_pgp_pubkey *signer, uint8_t
                      const struct kt_pgp_pubkey *key, const struct kt_pgp_uid *uid, uint32_t now,
                      const uint8_t *extra, size_t extra_len, struct obuf *out)
 {
-    bool eddsa = signer->algo == KT_PGP_ALGO_EDDSA;
+    bool eddsa = signer->algo == KT_PGP_ALGO_EDDSA, ecdsa = signer->algo == KT_PGP_ALGO_ECDSA;
     uint8_t hash = eddsa ? KT_PGP_HASH_SHA512 : KT_PGP_HASH_SHA256;
+    /* ECDSA: a hash as strong as the curve (RFC 6637 §12.2.1). */
+    if (ecdsa && signer->curve == KT_PGP_CURVE_P384)
+        hash = KT_PGP_HASH_SHA384;
+    else if (ecdsa && signer->curve == KT_PGP_CURVE_P521)
+        hash = KT_PGP_HASH_SHA512;
     const EVP_MD *md = hash_md(hash);
     struct obuf h = {0}, body = {0};
     uint8_t digest[EVP_MAX_MD_SIZE], *sig = NULL;
@@ -1387,6 +1447,7 @@ static bool make_sig(EVP_PKEY *pkey, const struct kt_pgp_pubkey *signer, uint8_t
     bool good = false;
     EVP_PKEY_CTX *ctx = NULL;
     EVP_MD_CTX *mdctx = NULL;
+    ECDSA_SIG *ecsig = NULL;
 
     ob_byte(&h, 4);
     ob_byte(&h, type);
@@ -1415,6 +1476,19 @@ static bool make_sig(EVP_PKEY *pkey, const struct kt_pgp_pubkey *signer, uint8_t
         if (!mdctx || EVP_DigestSignInit(mdctx, NULL, NULL, NULL, pkey) != 1 ||
             EVP_DigestSign(mdctx, sig, &siglen, digest, dlen) != 1 || siglen != 64)
             goto done;
+    } else if (ecdsa) {
+        /* OpenSSL gives DER; OpenPGP wants r and s as two MPIs. */
+        ctx = EVP_PKEY_CTX_new(pkey, NULL);
+        if (!ctx || EVP_PKEY_sign_init(ctx) != 1 ||
+            EVP_PKEY_sign(ctx, NULL, &siglen, digest, dlen) != 1)
+            goto done;
+        sig = kt_malloc(siglen);
+        if (EVP_PKEY_sign(ctx, sig, &siglen, digest, dlen) != 1)
+            goto done;
+        const uint8_t *der = sig;
+        ecsig = d2i_ECDSA_SIG(NULL, &der, (long)siglen);
+        if (ecsig == NULL)
+            goto done;
     } else {
         ctx = EVP_PKEY_CTX_new(pkey, NULL);
         if (!ctx || EVP_PKEY_sign_init(ctx) != 1 ||
@@ -1436,6 +1510,9 @@ static bool make_sig(EVP_PKEY *pkey, const struct kt_pgp_pubkey *signer, uint8_t
     if (eddsa) {
         ob_mpi(&body, sig, 32);
         ob_mpi(&body, sig + 32, 32);
+    } else if (ecdsa) {
+        ob_bn(&body, ECDSA_SIG_get0_r(ecsig));
+        ob_bn(&body, ECDSA_SIG_get0_s(ecsig));
     } else {
         ob_mpi(&body, sig, siglen);
     }
@@ -1446,6 +1523,7 @@ done:
     free(h.p);
     free(body.p);
     free(sig);
+    ECDSA_SIG_free(ecsig);
     EVP_PKEY_CTX_free(ctx);
     EVP_MD_CTX_free(mdctx);
     return good;
@@ -1546,7 +1624,410 @@ char *kt_pgp_armor(const uint8_t *data, size_t len, const char *type)
     ob_put(&o, "\n-----END ", 10);
     ob_put(&o, type, strlen(type));
     ob_put(&o, "-----\n", 7); /* with the NUL */
+    wipe(body, n); /* the data may be a secret key */
     free(body);
     free(sum);
     return (char *)o.p;
+}
+
+/* ---- Secret keys ----
+ * Only unprotected v4 secret-key packets (§5.5.3, s2k usage 0): the node key
+ * lives in a file only kontalkd reads, as GnuPG exports it with an empty
+ * passphrase. The public view is built by rewriting the secret packets as
+ * public ones and handing the result to kt_pgp_key_parse(), so secret and
+ * public keys share one parser. Buffers that held secret bytes are wiped. */
+
+/* The secret MPIs of an unprotected secret-key body (pointing into it). */
+struct secret {
+    struct mpi m[4]; /* RSA d p q u (p < q, u = p^-1 mod q); EC and EdDSA: m[0] */
+};
+
+/* Splits a v4 secret-key body b[0..len) at the end of its public part
+ * (*pub_len). With sec, also reads the unprotected secret MPIs of the
+ * algorithms we sign with and checks their 16-bit checksum. */
+static enum kt_pgp_err split_secret(const uint8_t *b, size_t len, size_t *pub_len,
+                                    struct secret *sec)
+{
+    struct material km;
+    enum kt_pgp_err err;
+    size_t used = 0, count = 0;
+
+    if (len < 1)
+        return KT_PGP_ERR_TRUNCATED;
+    if (b[0] != 4)
+        return KT_PGP_ERR_UNSUPPORTED;
+    if ((err = material_at(b, len, &km, &used)) != KT_PGP_OK)
+        return err;
+    if (used == 0)
+        return KT_PGP_ERR_UNSUPPORTED; /* unknown algorithm: its public part has no known end */
+    if (used > 0xffff)
+        return KT_PGP_ERR_MALFORMED;
+    *pub_len = used;
+    if (sec == NULL)
+        return KT_PGP_OK;
+    memset(sec, 0, sizeof(*sec));
+    if (used == len)
+        return KT_PGP_ERR_TRUNCATED;
+    /* 254/255 (S2K), another symmetric algorithm id, and GnuPG's stubs of
+     * offline keys (S2K 101) all mean: no usable secret here. */
+    if (b[used] != 0)
+        return KT_PGP_ERR_PROTECTED;
+    switch (b[5]) {
+    case KT_PGP_ALGO_RSA:
+    case KT_PGP_ALGO_RSA_S:
+        count = 4;
+        break;
+    case KT_PGP_ALGO_ECDSA:
+    case KT_PGP_ALGO_EDDSA:
+        count = 1;
+        break;
+    default:
+        return KT_PGP_ERR_UNSUPPORTED;
+    }
+    size_t o = used + 1, start = o;
+    for (size_t i = 0; i < count; i++) {
+        if (!read_mpi(b, len, &o, &sec->m[i]))
+            return KT_PGP_ERR_TRUNCATED;
+    }
+    if (len - o < 2)
+        return KT_PGP_ERR_TRUNCATED;
+    if (len - o != 2)
+        return KT_PGP_ERR_MALFORMED;
+    uint16_t sum = 0;
+    for (size_t i = start; i < o; i++)
+        sum = (uint16_t)(sum + b[i]);
+    if (sum != ((uint16_t)b[o] << 8 | b[o + 1]))
+        return KT_PGP_ERR_MALFORMED;
+    return KT_PGP_OK;
+}
+
+static BIGNUM *mpi_bn(const struct mpi *m)
+{
+    return BN_bin2bn(m->p, (int)m->n, NULL);
+}
+
+/* The private RSA key of n, e and the secret d, p, q, u; the CRT
+ * parameters OpenSSL wants are derived from d, p and q. */
+static EVP_PKEY *rsa_private(const struct material *km, const struct secret *sec)
+{
+    EVP_PKEY *pkey = NULL;
+    EVP_PKEY_CTX *ctx = NULL;
+    OSSL_PARAM_BLD *bld = OSSL_PARAM_BLD_new();
+    OSSL_PARAM *params = NULL;
+    BN_CTX *bnctx = BN_CTX_new();
+    BIGNUM *n = mpi_bn(&km->m[0]), *e = mpi_bn(&km->m[1]);
+    BIGNUM *d = mpi_bn(&sec->m[0]), *p = mpi_bn(&sec->m[1]), *q = mpi_bn(&sec->m[2]);
+    BIGNUM *u = mpi_bn(&sec->m[3]), *pinv = NULL;
+    BIGNUM *dp = BN_new(), *dq = BN_new(), *pm1 = BN_new(), *qm1 = BN_new(), *qinv = NULL;
+
+    kt_assert(bld != NULL && bnctx != NULL);
+    if (!n || !e || !d || !p || !q || !u || !dp || !dq || !pm1 || !qm1 || BN_is_zero(p) ||
+        BN_is_zero(q) || !BN_sub(pm1, p, BN_value_one()) || !BN_sub(qm1, q, BN_value_one()) ||
+        !BN_mod(dp, d, pm1, bnctx) || !BN_mod(dq, d, qm1, bnctx) ||
+        (qinv = BN_mod_inverse(NULL, q, p, bnctx)) == NULL)
+        goto done;
+    /* u is not used, but a wrong one means a damaged file. */
+    if ((pinv = BN_mod_inverse(NULL, p, q, bnctx)) == NULL || BN_cmp(pinv, u) != 0)
+        goto done;
+    if (!OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, n) ||
+        !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, e) ||
+        !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_D, d) ||
+        !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_FACTOR1, p) ||
+        !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_FACTOR2, q) ||
+        !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_EXPONENT1, dp) ||
+        !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_EXPONENT2, dq) ||
+        !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_COEFFICIENT1, qinv))
+        goto done;
+    params = OSSL_PARAM_BLD_to_param(bld);
+    ctx = EVP_PKEY_CTX_new_from_name(NULL, "RSA", NULL);
+    if (params == NULL || ctx == NULL || EVP_PKEY_fromdata_init(ctx) != 1 ||
+        EVP_PKEY_fromdata(ctx, &pkey, EVP_PKEY_KEYPAIR, params) != 1)
+        pkey = NULL;
+done:
+    BN_free(n);
+    BN_free(e);
+    BN_clear_free(d);
+    BN_clear_free(p);
+    BN_clear_free(q);
+    BN_clear_free(dp);
+    BN_clear_free(dq);
+    BN_clear_free(pm1);
+    BN_clear_free(qm1);
+    BN_clear_free(qinv);
+    BN_clear_free(u);
+    BN_clear_free(pinv);
+    OSSL_PARAM_free(params);
+    OSSL_PARAM_BLD_free(bld);
+    BN_CTX_free(bnctx);
+    EVP_PKEY_CTX_free(ctx);
+    return pkey;
+}
+
+static EVP_PKEY *ec_private(const struct material *km, const struct secret *sec)
+{
+    const char *group = NULL;
+    EVP_PKEY *pkey = NULL;
+    EVP_PKEY_CTX *ctx = NULL;
+    OSSL_PARAM_BLD *bld = OSSL_PARAM_BLD_new();
+    OSSL_PARAM *params = NULL;
+    BIGNUM *x = mpi_bn(&sec->m[0]);
+
+    kt_assert(bld != NULL);
+    for (size_t i = 0; i < KT_ARRAY_SIZE(curves); i++) {
+        if (curves[i].curve == km->curve)
+            group = curves[i].ossl;
+    }
+    if (group == NULL || x == NULL ||
+        !OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, group, 0) ||
+        !OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, km->m[0].p, km->m[0].n) ||
+        !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_PRIV_KEY, x))
+        goto done;
+    params = OSSL_PARAM_BLD_to_param(bld);
+    ctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL);
+    if (params == NULL || ctx == NULL || EVP_PKEY_fromdata_init(ctx) != 1 ||
+        EVP_PKEY_fromdata(ctx, &pkey, EVP_PKEY_KEYPAIR, params) != 1)
+        pkey = NULL;
+done:
+    BN_clear_free(x);
+    OSSL_PARAM_free(params);
+    OSSL_PARAM_BLD_free(bld);
+    EVP_PKEY_CTX_free(ctx);
+    return pkey;
+}
+
+/* The private key of primary key k from its secret MPIs, only if it is the
+ * private half of k: same public key, and the pair checks out. */
+static enum kt_pgp_err secret_evp(const struct kt_pgp_pubkey *k, const struct secret *sec,
+                                  EVP_PKEY **pkey_r)
+{
+    struct material km;
+    EVP_PKEY *pkey = NULL, *pub = NULL;
+    EVP_PKEY_CTX *ctx = NULL;
+    enum kt_pgp_err err = KT_PGP_ERR_MALFORMED;
+
+    *pkey_r = NULL;
+    if (parse_material(k->body, k->body_len, &km) != KT_PGP_OK)
+        return KT_PGP_ERR_MALFORMED;
+    switch (k->algo) {
+    case KT_PGP_ALGO_RSA:
+    case KT_PGP_ALGO_RSA_S:
+        pkey = rsa_private(&km, sec);
+        break;
+    case KT_PGP_ALGO_ECDSA:
+        if (km.curve != KT_PGP_CURVE_P256 && km.curve != KT_PGP_CURVE_P384 &&
+            km.curve != KT_PGP_CURVE_P521)
+            return KT_PGP_ERR_UNSUPPORTED;
+        pkey = ec_private(&km, sec);
+        break;
+    case KT_PGP_ALGO_EDDSA: {
+        /* GnuPG stores the 32-byte seed as an MPI (leading zeros dropped). */
+        uint8_t seed[32];
+        if (km.curve != KT_PGP_CURVE_ED25519)
+            return KT_PGP_ERR_UNSUPPORTED;
+        if (mpi_fixed(&sec->m[0], seed, sizeof(seed)))
+            pkey = EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, NULL, seed, sizeof(seed));
+        OPENSSL_cleanse(seed, sizeof(seed));
+        break;
+    }
+    default:
+        return KT_PGP_ERR_UNSUPPORTED;
+    }
+    /* pubkey_evp() also refuses what never verifies (RSA under 1024 bits). */
+    if (pkey == NULL || (pub = pubkey_evp(k)) == NULL || EVP_PKEY_eq(pub, pkey) != 1)
+        goto done;
+    ctx = EVP_PKEY_CTX_new(pkey, NULL);
+    if (ctx == NULL || EVP_PKEY_pairwise_check(ctx) != 1)
+        goto done;
+    *pkey_r = pkey;
+    pkey = NULL;
+    err = KT_PGP_OK;
+done:
+    EVP_PKEY_CTX_free(ctx);
+    EVP_PKEY_free(pub);
+    EVP_PKEY_free(pkey);
+    return err;
+}
+
+/* A packet header for `tag` in the framing the input used: old-format
+ * packets keep the old format (the shortest length type), so a GnuPG
+ * export turns into the same bytes as its public export. */
+static void ob_header_like(struct obuf *b, unsigned tag, size_t len, bool new_format)
+{
+    if (new_format) {
+        ob_header(b, tag, len);
+    } else if (len < 256) {
+        ob_byte(b, (uint8_t)(0x80 | tag << 2));
+        ob_byte(b, (uint8_t)len);
+    } else if (len < 65536) {
+        ob_byte(b, (uint8_t)(0x80 | tag << 2 | 1));
+        ob_byte(b, (uint8_t)(len >> 8));
+        ob_byte(b, (uint8_t)len);
+    } else {
+        ob_byte(b, (uint8_t)(0x80 | tag << 2 | 2));
+        ob_be32(b, (uint32_t)len);
+    }
+}
+
+enum kt_pgp_err kt_pgp_secret_parse(const void *data, size_t len, struct kt_pgp_key **key_r,
+                                    EVP_PKEY **pkey_r)
+{
+    enum kt_pgp_err err;
+    struct kt_pgp_key *key = NULL;
+    struct kt_pgp_packet pkt;
+    struct secret sec;
+    struct obuf pub = {0};
+    uint8_t *bin = NULL;
+    size_t blen = 0, off = 0, pub_len = 0, npackets = 0;
+
+    *key_r = NULL;
+    *pkey_r = NULL;
+    memset(&pkt, 0, sizeof(pkt));
+    memset(&sec, 0, sizeof(sec));
+    if ((err = load_input(data, len, "PGP PRIVATE KEY BLOCK", &bin, &blen)) != KT_PGP_OK)
+        return err;
+    if ((err = kt_pgp_packet_next(bin, blen, &off, &pkt)) != KT_PGP_OK)
+        goto fail;
+    if (pkt.tag != 5) {
+        err = KT_PGP_ERR_NO_KEY;
+        goto fail;
+    }
+    /* Tag 5 never has partial lengths: body points into bin, and so do the
+     * secret MPIs, until bin is wiped below. */
+    if ((err = split_secret(pkt.body, pkt.len, &pub_len, &sec)) != KT_PGP_OK)
+        goto fail;
+    ob_header_like(&pub, 6, pub_len, pkt.new_format);
+    ob_put(&pub, pkt.body, pub_len);
+    kt_pgp_packet_clear(&pkt);
+
+    while (off < blen) {
+        size_t at = off;
+        if (++npackets > PGP_MAX_PACKETS) {
+            err = KT_PGP_ERR_TOO_LARGE;
+            goto fail;
+        }
+        if ((err = kt_pgp_packet_next(bin, blen, &off, &pkt)) != KT_PGP_OK)
+            goto fail;
+        if (pkt.tag == 5 || pkt.tag == 6) {
+            kt_pgp_packet_clear(&pkt);
+            break; /* the next key */
+        }
+        if (pkt.tag == 7) {
+            /* A secret subkey: its public part only, whatever protects the rest. */
+            size_t sub_len = 0;
+            if ((err = split_secret(pkt.body, pkt.len, &sub_len, NULL)) != KT_PGP_OK)
+                goto fail;
+            ob_header_like(&pub, 14, sub_len, pkt.new_format);
+            ob_put(&pub, pkt.body, sub_len);
+        } else {
+            ob_put(&pub, bin + at, off - at);
+        }
+        kt_pgp_packet_clear(&pkt);
+    }
+    if ((err = kt_pgp_key_parse(pub.p, pub.n, &key)) != KT_PGP_OK)
+        goto fail;
+    kt_pgp_key_verify(key);
+    if ((err = secret_evp(&key->primary, &sec, pkey_r)) != KT_PGP_OK)
+        goto fail;
+    *key_r = key;
+    key = NULL;
+fail:
+    kt_pgp_packet_clear(&pkt);
+    kt_pgp_key_free(&key);
+    wipe(bin, blen);
+    free(bin);
+    free(pub.p);
+    return err;
+}
+
+/* Appends the secret MPIs of pkey for a primary key of `algo`. */
+static bool secret_mpis(EVP_PKEY *pkey, uint8_t algo, struct obuf *b)
+{
+    switch (algo) {
+    case KT_PGP_ALGO_RSA:
+    case KT_PGP_ALGO_RSA_S: {
+        BIGNUM *d = NULL, *p = NULL, *q = NULL, *u = NULL;
+        BN_CTX *bnctx = BN_CTX_new();
+        bool done = false;
+        kt_assert(bnctx != NULL);
+        if (EVP_PKEY_get_bn_param(pkey, OSSL_PKEY_PARAM_RSA_D, &d) == 1 &&
+            EVP_PKEY_get_bn_param(pkey, OSSL_PKEY_PARAM_RSA_FACTOR1, &p) == 1 &&
+            EVP_PKEY_get_bn_param(pkey, OSSL_PKEY_PARAM_RSA_FACTOR2, &q) == 1) {
+            if (BN_cmp(p, q) > 0) { /* OpenPGP wants p < q */
+                BIGNUM *t = p;
+                p = q;
+                q = t;
+            }
+            if ((u = BN_mod_inverse(NULL, p, q, bnctx)) != NULL) {
+                ob_bn(b, d);
+                ob_bn(b, p);
+                ob_bn(b, q);
+                ob_bn(b, u);
+                done = true;
+            }
+        }
+        BN_clear_free(d);
+        BN_clear_free(p);
+        BN_clear_free(q);
+        BN_clear_free(u);
+        BN_CTX_free(bnctx);
+        return done;
+    }
+    case KT_PGP_ALGO_ECDSA: {
+        BIGNUM *x = NULL;
+        if (EVP_PKEY_get_bn_param(pkey, OSSL_PKEY_PARAM_PRIV_KEY, &x) != 1)
+            return false;
+        ob_bn(b, x);
+        BN_clear_free(x);
+        return true;
+    }
+    case KT_PGP_ALGO_EDDSA: {
+        uint8_t seed[32];
+        size_t n = sizeof(seed);
+        if (EVP_PKEY_get_raw_private_key(pkey, seed, &n) != 1 || n != sizeof(seed))
+            return false;
+        ob_mpi(b, seed, n);
+        OPENSSL_cleanse(seed, sizeof(seed));
+        return true;
+    }
+    default:
+        return false;
+    }
+}
+
+char *kt_pgp_secret_armor(const struct kt_pgp_key *key, EVP_PKEY *pkey)
+{
+    struct obuf sec = {0}, body = {0}, out = {0};
+    struct kt_pgp_packet first;
+    EVP_PKEY *pub = NULL;
+    size_t off = 0;
+    char *text = NULL;
+
+    if (pkey == NULL || kt_pgp_packet_next(key->raw, key->raw_len, &off, &first) != KT_PGP_OK)
+        return NULL;
+    pub = pubkey_evp(&key->primary);
+    if (pub == NULL || EVP_PKEY_eq(pub, pkey) != 1 || !secret_mpis(pkey, key->primary.algo, &sec))
+        goto done;
+    uint16_t sum = 0;
+    for (size_t i = 0; i < sec.n; i++)
+        sum = (uint16_t)(sum + sec.p[i]);
+    ob_put(&body, key->primary.body, key->primary.body_len);
+    ob_byte(&body, 0); /* s2k usage: not protected */
+    ob_put(&body, sec.p, sec.n);
+    ob_byte(&body, (uint8_t)(sum >> 8));
+    ob_byte(&body, (uint8_t)sum);
+    ob_header_like(&out, 5, body.n, first.new_format);
+    ob_put(&out, body.p, body.n);
+    /* UIDs, signatures and subkeys as they are: subkeys stay public. */
+    ob_put(&out, key->raw + off, key->raw_len - off);
+    text = kt_pgp_armor(out.p, out.n, "PGP PRIVATE KEY BLOCK");
+done:
+    kt_pgp_packet_clear(&first);
+    EVP_PKEY_free(pub);
+    wipe(sec.p, sec.n);
+    wipe(body.p, body.n);
+    wipe(out.p, out.n);
+    free(sec.p);
+    free(body.p);
+    free(out.p);
+    return text;
 }

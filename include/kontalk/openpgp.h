@@ -21,9 +21,11 @@ enum kt_pgp_err {
     KT_PGP_ERR_MALFORMED,   /* a length, tag or field is invalid */
     KT_PGP_ERR_ARMOR,       /* armor lines or base64 are invalid */
     KT_PGP_ERR_CRC,         /* armor checksum mismatch */
-    KT_PGP_ERR_UNSUPPORTED, /* a primary key of another version than 4 */
-    KT_PGP_ERR_NO_KEY,      /* the input holds no public key packet first */
+    KT_PGP_ERR_UNSUPPORTED, /* a primary key of another version than 4 (or, for a
+                             * secret key, of an algorithm we cannot sign with) */
+    KT_PGP_ERR_NO_KEY,      /* the input holds no public (or secret) key packet first */
     KT_PGP_ERR_TOO_LARGE,   /* over KT_PGP_MAX_INPUT or too many packets */
+    KT_PGP_ERR_PROTECTED,   /* a secret key packet protected by a passphrase (s2k usage != 0) */
 };
 
 /* Inputs larger than this are refused: a Kontalk key is a few KiB. */
@@ -224,10 +226,11 @@ KT_API bool kt_pgp_uid_certified_by(const struct kt_pgp_key *key, size_t uid_ind
 /* ---- Creating keys and signatures ----
  * The private key is an OpenSSL EVP_PKEY (struct evp_pkey_st, named so here
  * to keep this header free of OpenSSL's): RSA (signatures PKCS#1 v1.5 with
- * SHA-256) or Ed25519 (GnuPG's EdDSA, SHA-512). */
+ * SHA-256), Ed25519 (GnuPG's EdDSA, SHA-512) or, for certifying only, ECDSA
+ * on P-256/384/521 (SHA-256/384/512). */
 struct evp_pkey_st;
 
-/* Builds a new v4 key from `pkey`: the primary key packet created at
+/* Builds a new v4 key from `pkey` (RSA or Ed25519): the primary key packet created at
  * `created`, user ID `uid`, and a positive self-certification (0x13) with
  * key flags certify+sign and no expiry. Returns -1 for other key types. The
  * new key is verified (kt_pgp_key_verify() has run). */
@@ -242,6 +245,32 @@ KT_API int kt_pgp_key_generate_from(struct evp_pkey_st *pkey, const char *uid, t
 KT_API int kt_pgp_uid_certify(struct kt_pgp_key *key, size_t uid_index,
                               const struct kt_pgp_key *signer, struct evp_pkey_st *pkey,
                               time_t now);
+/* ---- Secret keys ---- */
+
+/* Parses the first transferable secret key of `data` (binary packets, or an
+ * ASCII armor "-----BEGIN PGP PRIVATE KEY BLOCK-----"), as GnuPG's
+ * --export-secret-keys writes it with an empty passphrase. The primary must
+ * be an unprotected v4 secret-key packet (tag 5, s2k usage 0, checksum
+ * good), else KT_PGP_ERR_PROTECTED (a passphrase or a GnuPG stub),
+ * KT_PGP_ERR_NO_KEY (no secret key packet first) or another error.
+ * *key_r gets the public view: what kt_pgp_key_parse() builds from the same
+ * packets with the secret parts removed (secret subkeys, tag 7, become
+ * public subkeys; their secrets, protected or not, are dropped), already
+ * verified (kt_pgp_key_verify() ran; the caller decides about validity).
+ * *pkey_r gets the primary's private key: RSA, Ed25519 (EdDSA) or ECDSA on
+ * P-256/384/521; other algorithms are KT_PGP_ERR_UNSUPPORTED, and secret
+ * values that do not match the public key KT_PGP_ERR_MALFORMED. Both are
+ * NULL on error. */
+KT_API enum kt_pgp_err kt_pgp_secret_parse(const void *data, size_t len, struct kt_pgp_key **key_r,
+                                           struct evp_pkey_st **pkey_r);
+/* The armored "PGP PRIVATE KEY BLOCK" of `key` whose primary's private
+ * half is `pkey`: key->raw with the primary written as an unprotected
+ * secret-key packet; UIDs, signatures and subkeys follow unchanged, subkeys
+ * as public subkeys. A new string holding the secret: wipe it
+ * (OPENSSL_cleanse) before freeing. NULL if pkey does not match the
+ * primary or is of an algorithm kt_pgp_secret_parse() does not read. */
+KT_API char *kt_pgp_secret_armor(const struct kt_pgp_key *key, struct evp_pkey_st *pkey);
+
 /* ASCII armor of `data` with the given type ("PGP PUBLIC KEY BLOCK"):
  * a blank header, base64 lines of 64 columns, the CRC-24 line, the END line.
  * Returns a new NUL-terminated string. */

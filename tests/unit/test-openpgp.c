@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <openssl/evp.h>
 
@@ -595,6 +596,281 @@ done:
     }
 }
 
+/* ---- Secret keys ---- */
+
+/* Parses secret fixture FILE; *pkey_r gets the private key. */
+static enum kt_pgp_err load_secret(const char *file, struct kt_pgp_key **key_r, EVP_PKEY **pkey_r)
+{
+    size_t len = 0;
+    uint8_t *buf = slurp(file, &len);
+    *key_r = NULL;
+    *pkey_r = NULL;
+    if (!ok(buf != NULL, "read %s", file))
+        return KT_PGP_ERR_NO_KEY;
+    enum kt_pgp_err err = kt_pgp_secret_parse(buf, len, key_r, pkey_r);
+    free(buf);
+    return err;
+}
+
+/* True if pkey, the private half of `signer`, certifies the UID of a fresh
+ * copy of the "uncertified" fixture so that kt_pgp_uid_certified_by() agrees. */
+static bool can_certify(const char *what, const struct kt_pgp_key *signer, EVP_PKEY *pkey)
+{
+    struct kt_pgp_key *user = load("uncertified", false);
+    time_t now = time(NULL);
+    bool good = user && kt_pgp_uid_certify(user, 0, signer, pkey, now) == 0 &&
+                kt_pgp_key_verify(user) == 0 && kt_pgp_uid_certified_by(user, 0, signer, now + 1);
+    if (good) {
+        char name[128];
+        char *asc = kt_pgp_armor(user->raw, user->raw_len, "PGP PUBLIC KEY BLOCK");
+        snprintf(name, sizeof(name), "user-by-%s", what);
+        dump(name, asc);
+        free(asc);
+    }
+    kt_pgp_key_free(&user);
+    return good;
+}
+
+/* secret_armor, then secret_parse: the same packets and a private key equal to pkey. */
+static void armor_round_trip(const char *what, const struct kt_pgp_key *key, EVP_PKEY *pkey)
+{
+    char *asc = kt_pgp_secret_armor(key, pkey);
+    struct kt_pgp_key *back = NULL;
+    EVP_PKEY *bpk = NULL;
+    if (!ok(asc != NULL, "%s: secret armor", what))
+        return;
+    ok(strncmp(asc, "-----BEGIN PGP PRIVATE KEY BLOCK-----\n", 38) == 0, "%s: armor type", what);
+    enum kt_pgp_err err = kt_pgp_secret_parse(asc, strlen(asc), &back, &bpk);
+    if (!ok(err == KT_PGP_OK && back && bpk, "%s: armored secret parses back", what))
+        diag("%s", kt_pgp_strerror(err));
+    if (back && bpk) {
+        ok(memcmp(back->primary.fpr, key->primary.fpr, 20) == 0, "%s: same fingerprint", what);
+        ok(back->raw_len == key->raw_len && memcmp(back->raw, key->raw, key->raw_len) == 0,
+           "%s: same public packets", what);
+        ok(EVP_PKEY_eq(bpk, pkey) == 1, "%s: same private key", what);
+        ok(can_certify(what, back, bpk), "%s: the parsed key certifies a UID", what);
+    }
+    struct kt_pgp_key *pub = NULL;
+    is_int(kt_pgp_key_parse(asc, strlen(asc), &pub), KT_PGP_ERR_NO_KEY,
+           "a private key block is not a public key");
+    dump(what, asc);
+    kt_pgp_key_free(&back);
+    EVP_PKEY_free(bpk);
+    free(asc);
+}
+
+static void test_secret_fixtures(void)
+{
+    size_t len = 0;
+    char *list = (char *)slurp("secret-fingerprints.txt", &len);
+    int keys = 0;
+    if (!ok(list != NULL, "read secret-fingerprints.txt"))
+        return;
+    for (char *line = strtok(list, "\n"); line; line = strtok(NULL, "\n")) {
+        char name[64], fpr[3][41], file[96];
+        int n = sscanf(line, "%63s %40s %40s %40s", name, fpr[0], fpr[1], fpr[2]);
+        if (n < 2)
+            continue;
+        bool protected = strncmp(name, "protected-", 10) == 0;
+        for (int armored = 0; armored < 2; armored++) {
+            struct kt_pgp_key *key = NULL;
+            EVP_PKEY *pkey = NULL;
+            snprintf(file, sizeof(file), "%s.%s", name, armored ? "asc" : "gpg");
+            enum kt_pgp_err err = load_secret(file, &key, &pkey);
+            keys++;
+            if (protected) {
+                is_int(err, KT_PGP_ERR_PROTECTED, file);
+                ok(key == NULL && pkey == NULL, "%s: nothing returned", file);
+                continue;
+            }
+            if (!ok(err == KT_PGP_OK && key && pkey, "%s parses", file)) {
+                diag("%s", kt_pgp_strerror(err));
+                kt_pgp_key_free(&key);
+                EVP_PKEY_free(pkey);
+                continue;
+            }
+            char hex[41];
+            kt_pgp_fpr_hex(key->primary.fpr, hex);
+            is_str(hex, fpr[0], "secret key fingerprint equals GnuPG's");
+            is_int(key->nsubkeys, n - 2, "subkey count");
+            for (size_t i = 0; i < key->nsubkeys && (int)i < n - 2; i++) {
+                kt_pgp_fpr_hex(key->subkeys[i].fpr, hex);
+                is_str(hex, fpr[i + 1], "subkey fingerprint equals GnuPG's");
+                ok(kt_pgp_subkey_bound(key, i), "%s: subkey %zu bound (verified already)", file, i);
+            }
+            ok(key->nuids == 1 && key->uids[0].sigs[0].status == KT_PGP_SIG_GOOD,
+               "%s: self-signature verified", file);
+            ok(!kt_pgp_key_invalid(key, time(NULL)), "%s: valid", file);
+            /* The public view is GnuPG's own public export, byte for byte. */
+            char pubfile[96];
+            snprintf(pubfile, sizeof(pubfile), "%s.pub.gpg", name);
+            size_t plen = 0;
+            uint8_t *pbuf = slurp(pubfile, &plen);
+            ok(pbuf && plen == key->raw_len && memcmp(pbuf, key->raw, plen) == 0,
+               "%s: public view equals %s", file, pubfile);
+            free(pbuf);
+            ok(can_certify(file, key, pkey), "%s: the private key certifies a UID", file);
+            if (armored)
+                armor_round_trip(name, key, pkey);
+            kt_pgp_key_free(&key);
+            EVP_PKEY_free(pkey);
+        }
+    }
+    is_int(keys, 10, "every secret fixture in both forms");
+    free(list);
+
+    struct kt_pgp_key *key = NULL;
+    EVP_PKEY *pkey = NULL;
+    is_int(load_secret("rsa.asc", &key, &pkey), KT_PGP_ERR_NO_KEY, "public armor: no secret key");
+    is_int(load_secret("rsa.gpg", &key, &pkey), KT_PGP_ERR_NO_KEY, "public packets: no secret key");
+    ok(key == NULL && pkey == NULL, "nothing returned");
+    is_int(kt_pgp_secret_parse("", 0, &key, &pkey), KT_PGP_ERR_NO_KEY, "empty input");
+    size_t slen = 0;
+    uint8_t *sbuf = slurp("secret-rsa.gpg", &slen);
+    is_int(load_secret("secret-rsa.gpg", &key, &pkey), KT_PGP_OK, "secret-rsa.gpg");
+    struct kt_pgp_key *other = NULL;
+    EVP_PKEY *opk = NULL;
+    is_int(load_secret("secret-ed25519.gpg", &other, &opk), KT_PGP_OK, "secret-ed25519.gpg");
+    if (key && other && sbuf) {
+        ok(kt_pgp_secret_armor(key, opk) == NULL,
+           "secret armor refuses another key's private half");
+        ok(kt_pgp_secret_armor(other, pkey) == NULL, "in both directions");
+        ok(kt_pgp_secret_armor(key, NULL) == NULL, "and no private key");
+        /* Only the first key counts: a second one after it is ignored. */
+        uint8_t *two = kt_malloc(2 * slen);
+        memcpy(two, sbuf, slen);
+        memcpy(two + slen, sbuf, slen);
+        struct kt_pgp_key *k2 = NULL;
+        EVP_PKEY *p2 = NULL;
+        is_int(kt_pgp_secret_parse(two, 2 * slen, &k2, &p2), KT_PGP_OK, "two keys: the first");
+        ok(k2 && k2->raw_len == key->raw_len, "two keys: only the first's packets");
+        kt_pgp_key_free(&k2);
+        EVP_PKEY_free(p2);
+        free(two);
+    }
+    kt_pgp_key_free(&key);
+    kt_pgp_key_free(&other);
+    EVP_PKEY_free(pkey);
+    EVP_PKEY_free(opk);
+    free(sbuf);
+}
+
+/* Flips a bit of the secret byte at buf[at] and fixes the checksum that
+ * ends two bytes later. */
+static void flip_secret_byte(uint8_t *buf, size_t at)
+{
+    unsigned sum = (unsigned)buf[at + 1] << 8 | buf[at + 2];
+    sum -= buf[at];
+    buf[at] ^= 0x10;
+    sum += buf[at];
+    buf[at + 1] = (uint8_t)(sum >> 8);
+    buf[at + 2] = (uint8_t)sum;
+}
+
+/* Copies of secret-*.gpg with the checksum, a secret MPI or the armor
+ * damaged, and cut at every offset: errors, never a key from bad secrets. */
+static void test_secret_bad(void)
+{
+    static const char *const names[] = {"secret-rsa.gpg", "secret-ed25519.gpg", "secret-p256.gpg"};
+    for (size_t f = 0; f < KT_ARRAY_SIZE(names); f++) {
+        size_t len = 0, off = 0;
+        uint8_t *buf = slurp(names[f], &len);
+        struct kt_pgp_packet pkt;
+        struct kt_pgp_key *key = NULL;
+        EVP_PKEY *pkey = NULL;
+        if (!ok(buf != NULL, "read %s", names[f]))
+            continue;
+        if (!ok(kt_pgp_packet_next(buf, len, &off, &pkt) == KT_PGP_OK && pkt.tag == 5,
+                "%s: secret key packet first", names[f])) {
+            free(buf);
+            continue;
+        }
+        kt_pgp_packet_clear(&pkt);
+        /* off is just past the primary; its last two bytes are the checksum. */
+        buf[off - 1] ^= 0x01;
+        is_int(kt_pgp_secret_parse(buf, len, &key, &pkey), KT_PGP_ERR_MALFORMED,
+               "checksum mismatch");
+        ok(key == NULL && pkey == NULL, "nothing returned");
+        /* The last secret byte changed, the checksum fixed: refused
+         * (the RSA coefficient u, an EC scalar, the Ed25519 seed). */
+        buf[off - 1] ^= 0x01;
+        flip_secret_byte(buf, off - 3);
+        is_int(kt_pgp_secret_parse(buf, len, &key, &pkey), KT_PGP_ERR_MALFORMED,
+               "a wrong secret with a good checksum");
+        ok(key == NULL && pkey == NULL, "nothing returned");
+        flip_secret_byte(buf, off - 3);
+        is_int(kt_pgp_secret_parse(buf, len, &key, &pkey), KT_PGP_OK, "restored");
+        kt_pgp_key_free(&key);
+        EVP_PKEY_free(pkey);
+        pkey = NULL;
+
+        /* Cut anywhere inside the primary packet: an error. Later cuts end
+         * on a packet boundary or in a UID, signature or subkey. */
+        size_t consistent = 0, refused = 0;
+        for (size_t cut = 0; cut < len; cut++) {
+            uint8_t *copy = kt_malloc(cut + 1); /* exact size: ASan sees over-reads */
+            memcpy(copy, buf, cut);
+            enum kt_pgp_err err = kt_pgp_secret_parse(copy, cut, &key, &pkey);
+            if ((err == KT_PGP_OK) == (key != NULL) && (key != NULL) == (pkey != NULL))
+                consistent++;
+            if (cut < off && err != KT_PGP_OK)
+                refused++;
+            kt_pgp_key_free(&key);
+            EVP_PKEY_free(pkey);
+            pkey = NULL;
+            free(copy);
+        }
+        is_int(consistent, len, "truncations: error iff no key");
+        is_int(refused, off, "every cut in the secret key packet refused");
+        free(buf);
+    }
+    /* Armor: a changed base64 character breaks the CRC. */
+    size_t len = 0;
+    char *asc = (char *)slurp("secret-ed25519.asc", &len);
+    struct kt_pgp_key *key = NULL;
+    EVP_PKEY *pkey = NULL;
+    if (asc) {
+        char *p = strstr(asc, "\n\n");
+        if (p && p[5] != 'A')
+            p[5] = 'A';
+        else if (p)
+            p[5] = 'B';
+        is_int(kt_pgp_secret_parse(asc, len, &key, &pkey), KT_PGP_ERR_CRC, "armor CRC");
+        is_int(kt_pgp_secret_parse(asc, len / 2, &key, &pkey), KT_PGP_ERR_ARMOR, "half an armor");
+        free(asc);
+    }
+    /* Made-up primaries: a v3 key, and a stub as GnuPG exports a key whose
+     * secret is elsewhere (s2k usage 255, S2K type 101). */
+    static const uint8_t v3[] = {0x94, 0x06, 0x03, 0, 0, 0, 0, 1};
+    is_int(kt_pgp_secret_parse(v3, sizeof(v3), &key, &pkey), KT_PGP_ERR_UNSUPPORTED,
+           "v3 secret key");
+    /* version, time, RSA, n = 1, e = 3, then s2k usage 255, a cipher, S2K 101. */
+    static const uint8_t stub[] = {0x94, 0x0f, 4, 0, 0, 0, 0, 1, 0, 1, 1, 0, 2, 3, 0xff, 0, 101};
+    is_int(kt_pgp_secret_parse(stub, sizeof(stub), &key, &pkey), KT_PGP_ERR_PROTECTED,
+           "a GnuPG stub (no secret)");
+    ok(key == NULL && pkey == NULL, "nothing returned");
+}
+
+/* kt_pgp_key_generate_from, kt_pgp_secret_armor, kt_pgp_secret_parse: the
+ * node key as kontalkctl writes it and kontalkd reads it. */
+static void test_secret_generated(void)
+{
+    EVP_PKEY *pk[2] = {EVP_PKEY_Q_keygen(NULL, NULL, "ED25519"),
+                       EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048)};
+    static const char *const what[2] = {"node-ed25519.sec.asc", "node-rsa.sec.asc"};
+    for (int i = 0; i < 2; i++) {
+        struct kt_pgp_key *node = NULL;
+        if (!ok(pk[i] && kt_pgp_key_generate_from(pk[i], "kontalkd <node@kontalk.test>",
+                                                  time(NULL) - 100, &node) == 0,
+                "%s: generated", what[i]))
+            continue;
+        armor_round_trip(what[i], node, pk[i]);
+        kt_pgp_key_free(&node);
+    }
+    EVP_PKEY_free(pk[0]);
+    EVP_PKEY_free(pk[1]);
+}
+
 int main(void)
 {
     dir = getenv("top_srcdir");
@@ -610,5 +886,8 @@ int main(void)
     test_armor();
     test_bad_input();
     test_create();
+    test_secret_fixtures();
+    test_secret_bad();
+    test_secret_generated();
     return done_testing();
 }
