@@ -114,6 +114,7 @@ struct kt_conn {
     bool write_wants_read : 1; /* SSL_write returned WANT_READ */
     bool read_wants_write : 1; /* SSL_read returned WANT_WRITE */
     bool hs_want_write : 1;    /* the handshake waits for writable (else readable) */
+    bool notify_sent : 1;      /* the TLS close_notify went out */
     char names[];              /* "ip\0ip:port\0", sized at creation */
 };
 
@@ -311,8 +312,8 @@ static void conn_finish(struct kt_conn *c, enum kt_conn_end why, bool graceful)
     kt_timer_cancel(&c->close_timer);
     if (c->fd >= 0) {
         if (graceful) {
-            /* One close_notify, without waiting for the peer's. */
-            if (c->tls == TLS_READY) {
+            /* One close_notify (if not sent yet), without waiting for the peer's. */
+            if (c->tls == TLS_READY && !c->notify_sent) {
                 ERR_clear_error();
                 SSL_shutdown(c->ssl);
                 ERR_clear_error();
@@ -326,6 +327,27 @@ static void conn_finish(struct kt_conn *c, enum kt_conn_end why, bool graceful)
     kt_buf_free(&c->out);
     c->out_pos = c->plain_left = 0;
     kt_loop_post(c->loop, conn_closed_post, c);
+}
+
+/* The end of a graceful close once the output is out: the TLS close_notify
+ * must fit in the socket too. When the socket is full (a slow reader of a
+ * big queue), it waits for writability, still bounded by the close timer;
+ * sending it from conn_finish regardless would lose it. */
+static void conn_close_complete(struct kt_conn *c)
+{
+    if (c->tls == TLS_READY && !c->notify_sent) {
+        ERR_clear_error();
+        int r = SSL_shutdown(c->ssl);
+        int err = r < 0 ? SSL_get_error(c->ssl, r) : SSL_ERROR_NONE;
+        ERR_clear_error();
+        if (err == SSL_ERROR_WANT_WRITE) {
+            c->write_blocked = true;
+            conn_update_events(c);
+            return;
+        }
+        c->notify_sent = true;
+    }
+    conn_finish(c, KT_CONN_CLOSED, true);
 }
 
 static void conn_close_timeout(struct kt_loop *loop, void *data)
@@ -495,7 +517,7 @@ static void conn_flush(struct kt_conn *c)
         c->out_pos = 0;
     }
     if (c->closing && conn_pending(c) == 0 && c->tls != TLS_HANDSHAKE) {
-        conn_finish(c, KT_CONN_CLOSED, true);
+        conn_close_complete(c);
         return;
     }
     conn_update_events(c);
@@ -845,11 +867,11 @@ void kt_conn_close(struct kt_conn *c)
         conn_finish(c, KT_CONN_CLOSED, false);
         return;
     }
+    c->close_timer = kt_timer_add(c->loop, c->close_timeout_ms, conn_close_timeout, c);
     if (conn_pending(c) == 0) {
-        conn_finish(c, KT_CONN_CLOSED, true);
+        conn_close_complete(c);
         return;
     }
-    c->close_timer = kt_timer_add(c->loop, c->close_timeout_ms, conn_close_timeout, c);
     conn_schedule_flush(c);
     conn_update_events(c);
 }
