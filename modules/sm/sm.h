@@ -228,6 +228,40 @@ int sm_named_init(struct sm *sm);    /* dispatch to name@host services */
 /* keys.c: the node's OpenPGP key (sm.key). Its fingerprint as 40 upper-case
  * hex digits, or NULL when no key is configured. */
 const char *sm_keys_fingerprint(const struct sm *sm);
+struct kt_pgp_key;
+struct kt_db;
+struct x509_st;
+/* The node key (public view), NULL when none is configured. */
+const struct kt_pgp_key *sm_keys_node(const struct sm *sm);
+int sm_keys_init(struct sm *sm);
+void sm_keys_free(struct sm *sm);
+/* pubkey.c: urn:xmpp:pubkey:2 and the keys added to presence. Its IN hook
+ * runs before the subscription and presence parts route the stanza. */
+#define SM_PRIO_PUBKEY 100
+int sm_pubkey_init(struct sm *sm);
+enum sm_key_check {
+    SM_KEY_OK,
+    SM_KEY_UNPARSABLE,
+    SM_KEY_REVOKED,
+    SM_KEY_EXPIRED,
+    SM_KEY_UNSIGNED,      /* no valid self-signature */
+    SM_KEY_NO_UID,        /* no UID localpart@network or @host */
+    SM_KEY_NOT_CERTIFIED, /* such a UID, not certified by the node key */
+};
+/* Checks a user's public keyring (worker side): valid now, with a UID
+ * naming an account here, certified by the node key if `certified`. On
+ * SM_KEY_OK, *key_r (verified) and *local_r are new. */
+enum sm_key_check sm_keys_check(struct sm *sm, const uint8_t *ring, size_t len, bool certified,
+                                struct kt_pgp_key **key_r, char **local_r);
+const char *sm_key_check_text(enum sm_key_check r);
+/* The OpenPGP keyring a bridge certificate carries (new buffer); -1 if none. */
+int sm_keys_from_cert(struct sm *sm, struct x509_st *cert, uint8_t **ring_r, size_t *len_r);
+/* Writes the account and its keyring (worker side). */
+int sm_keys_store(struct kt_db *db, const char *local, const struct kt_pgp_key *key);
+/* What this node knows of local's key since it logged in: fingerprint and
+ * (if keyring_r) a copy of the keyring. False if nothing. Any thread. */
+bool sm_keys_known(struct sm *sm, const char *local, char fpr_r[41], uint8_t **keyring_r,
+                   size_t *len_r);
 int sm_network_init(struct sm *sm);   /* network@: serverlist command */
 int sm_multicast_init(struct sm *sm); /* multicast@: XEP-0033 fan-out */
 int sm_push_init(struct sm *sm);      /* push@: registrations and wake-ups */

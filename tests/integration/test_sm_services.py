@@ -27,7 +27,8 @@ NS_VCARD = "vcard-temp"
 EXPECTED_FEATURES = {NS_PING, NS_VERSION, NS_TIME, NS_LAST, NS_VCARD, NS_DISCO_INFO,
                      NS_DISCO_ITEMS,
                      "msgoffline",  # XEP-0160 §5, registered by offline.c
-                     "urn:xmpp:carbons:2", "urn:xmpp:blocking"}  # carbons.c, blocking.c
+                     "urn:xmpp:carbons:2", "urn:xmpp:blocking",  # carbons.c, blocking.c
+                     "urn:xmpp:pubkey:2"}  # pubkey.c
 
 VCARD_MAX = 2048
 
