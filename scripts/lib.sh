@@ -6,7 +6,7 @@
 KT_BUILD_PACKAGES="build-essential autoconf automake libtool pkg-config libxml2-dev libssl-dev
     libmariadb-dev libconfig-dev mariadb-server mariadb-client openssl python3"
 # Added for the tests.
-KT_TEST_PACKAGES="python3-pytest python3-slixmpp python3-cryptography valgrind"
+KT_TEST_PACKAGES="python3-pytest python3-slixmpp python3-cryptography valgrind gnupg"
 
 kt_die() {
     echo "${0##*/}: $*" >&2
