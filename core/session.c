@@ -29,6 +29,8 @@ struct kt_session {
     struct kt_sessions *reg;
     uint32_t hash;
     struct kt_session *next; /* shard chain, under the shard lock */
+    _Atomic uint64_t active_ms; /* last kt_session_touch */
+    atomic_bool inactive;       /* XEP-0352 */
 };
 
 struct shard {
@@ -95,6 +97,8 @@ struct kt_session *kt_session_new(struct kt_loop *loop, const struct kt_jid *jid
     s->ops = ops;
     s->owner = owner;
     s->hash = hash_str(jid->full);
+    atomic_init(&s->active_ms, kt_now_ms());
+    atomic_init(&s->inactive, false);
     return s;
 }
 
@@ -238,6 +242,27 @@ struct kt_session *kt_sessions_find(struct kt_sessions *reg, const struct kt_jid
         kt_session_ref(s);
     pthread_mutex_unlock(&sh->lock);
     return s;
+}
+
+void kt_session_touch(struct kt_session *s)
+{
+    atomic_store_explicit(&s->active_ms, kt_now_ms(), memory_order_relaxed);
+}
+
+void kt_session_set_inactive(struct kt_session *s, bool inactive)
+{
+    atomic_store_explicit(&s->inactive, inactive, memory_order_relaxed);
+}
+
+bool kt_session_inactive(const struct kt_session *s)
+{
+    return atomic_load_explicit(&s->inactive, memory_order_relaxed);
+}
+
+uint64_t kt_session_idle_ms(const struct kt_session *s)
+{
+    uint64_t now = kt_now_ms(), last = atomic_load_explicit(&s->active_ms, memory_order_relaxed);
+    return now > last ? now - last : 0;
 }
 
 bool kt_session_is_bound(const struct kt_session *s)

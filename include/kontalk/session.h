@@ -14,6 +14,8 @@
 #include "jid.h"
 #include "stanza.h"
 
+#include <stdint.h>
+
 struct kt_core;
 struct kt_loop;
 struct kt_session;
@@ -61,6 +63,16 @@ KT_API bool kt_session_is_bound(const struct kt_session *s);
 /* The live session of a full JID, with a reference, or NULL. Any thread. */
 KT_API struct kt_session *kt_sessions_find(struct kt_sessions *reg, const struct kt_jid *full);
 KT_API unsigned kt_sessions_count(struct kt_sessions *reg);
+
+/* The client's activity, for deciding whether its device needs a push
+ * wake-up (mod_sm): the owner records, on the session's loop, each stanza
+ * the client sends (touch) and its XEP-0352 state; any thread reads them.
+ * A new session is active and was touched when it was created. */
+KT_API void kt_session_touch(struct kt_session *s);
+KT_API void kt_session_set_inactive(struct kt_session *s, bool inactive);
+KT_API bool kt_session_inactive(const struct kt_session *s);
+/* Milliseconds since the last touch. */
+KT_API uint64_t kt_session_idle_ms(const struct kt_session *s);
 
 /* Any thread. Queues st (a reference is taken) for s's loop. Returns false
  * when s is already unbound. If s ends before the posted delivery runs,

@@ -33,8 +33,12 @@ void c2s_csi_element(struct c2s_conn *cc, const struct kt_xml *el)
 {
     if (strcmp(el->name, "inactive") == 0) {
         cc->csi_inactive = true;
+        if (cc->session)
+            kt_session_set_inactive(cc->session, true); /* sm pushes to it */
     } else if (strcmp(el->name, "active") == 0) {
         cc->csi_inactive = false;
+        if (cc->session)
+            kt_session_set_inactive(cc->session, false);
         c2s_csi_flush(cc);
     } else {
         c2s_stream_error(cc, KT_XE_UNSUPPORTED_STANZA_TYPE, NULL);
