@@ -36,10 +36,12 @@ static bool deliver_bare(struct sm *sm, struct kt_stanza *st, const struct kt_ji
     struct kt_session *targets[MAX_TARGETS];
     unsigned n = sm_users_targets(sm->users, to, targets, MAX_TARGETS);
     bool any = false;
-    for (unsigned i = 0; i < n; i++) {
+    for (unsigned i = 0; i < n; i++)
         any = kt_session_deliver(targets[i], st) || any;
+    if (any)
+        sm_push_delivered(sm, to, targets, n, st); /* all inactive or idle: push */
+    for (unsigned i = 0; i < n; i++)
         kt_session_unref(&targets[i]);
-    }
     return any;
 }
 
@@ -53,6 +55,8 @@ static enum kt_verdict message_in(struct kt_stanza *st, void *data)
     if (to->resource) {
         struct kt_session *s = kt_sessions_find(sm->core->sessions, to);
         bool live = s != NULL;
+        if (live)
+            sm_push_delivered(sm, to, &s, 1, st);
         kt_session_unref(&s);
         if (live)
             return KT_PASS; /* the route (c2s) writes it to that stream */

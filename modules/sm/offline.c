@@ -90,7 +90,9 @@ static void store_run(struct kt_db *db, void *data)
 static void store_done(void *data)
 {
     struct store_job *j = data;
-    if (j->result != KT_SE_NONE)
+    if (j->result == KT_SE_NONE)
+        sm_push_wake(j->sm, kt_stanza_to(j->st), j->st); /* committed: wake the device */
+    else
         kt_router_bounce(j->sm->core->router, j->st, j->result,
                          j->result == KT_SE_RESOURCE_CONSTRAINT
                              ? "the recipient's offline storage is full"

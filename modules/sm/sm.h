@@ -23,6 +23,11 @@ struct sm_push_conf {
     const char *app_server; /* XEP-0357 app server JID ("" = off) */
     long long idle;         /* seconds a session may idle before a push */
     long long timeout;      /* seconds an HTTP request may take */
+    const char *ca_file;    /* CA certificates for an https url ("" = system's) */
+    long long interval;     /* seconds between two wake-ups of one user */
+    long long retries;      /* HTTP attempts after the first */
+    long long reg_id_max;   /* bytes of one registration id */
+    long long queue_max;    /* wake-ups waiting for a worker */
 };
 
 enum sm_register_provider { SM_REGISTER_OFF, SM_REGISTER_DUMMY, SM_REGISTER_COMMAND };
@@ -272,6 +277,28 @@ void sm_push_free(struct sm *sm);
  * that is inactive or idle: wake the user's devices up (no content). Any
  * thread; never blocks. */
 void sm_push_wake(struct sm *sm, const struct kt_jid *user, const struct kt_stanza *st);
+/* A message went to the n sessions s of user (delivery.c): wakes the user
+ * when each of them is inactive (XEP-0352) or idle (sm.push.idle). Any
+ * thread; never blocks. */
+void sm_push_delivered(struct sm *sm, const struct kt_jid *user, struct kt_session *const *s,
+                       unsigned n, const struct kt_stanza *st);
+/* A way to wake a device up (push_http.c, push_xmpp.c). */
+enum sm_push_result { SM_PUSH_SENT, SM_PUSH_FAILED, SM_PUSH_GONE };
+struct sm_push_provider {
+    const char *name;  /* the registrations' provider attribute and disco#items node */
+    const char *label; /* the disco#items name */
+    /* On a worker, may block (bounded by sm.push.timeout and retries): one
+     * wake-up of the device reg_id, with no content. SM_PUSH_GONE: the
+     * registration is no longer valid (it is deleted). */
+    enum sm_push_result (*wake)(void *state, const char *reg_id);
+    void (*free)(void *state);
+    void *state;
+};
+/* The HTTP provider for sm.push.url; -1 (logged) if the url is unusable.
+ * It gives up early once *stopping is set. */
+int sm_push_http_new(struct sm *sm, const atomic_bool *stopping, struct sm_push_provider *p_r);
+/* The XEP-0357 provider for sm.push.app_server; -1 if it is not a JID. */
+int sm_push_xmpp_new(struct sm *sm, struct sm_push_provider *p_r);
 int sm_expiry_init(struct sm *sm);    /* daily deletion of unused accounts */
 void sm_expiry_start(struct sm *sm);
 void sm_expiry_stop(struct sm *sm);
