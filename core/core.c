@@ -135,6 +135,21 @@ kt_external_auth_fn kt_core_external_auth(struct kt_core *core, void **data_r)
     return srv->external_auth;
 }
 
+void kt_core_set_register(struct kt_core *core, kt_register_fn fn, void *data)
+{
+    struct kt_server *srv = kt_server_of(core);
+    kt_assert(srv->register_fn == NULL); /* one registration service per server */
+    srv->register_fn = fn;
+    srv->register_data = data;
+}
+
+kt_register_fn kt_core_register(struct kt_core *core, void **data_r)
+{
+    struct kt_server *srv = kt_server_of(core);
+    *data_r = srv->register_data;
+    return srv->register_fn;
+}
+
 void kt_core_status_add(struct kt_core *core, kt_status_fn fn, void *data)
 {
     struct kt_server *srv = kt_server_of(core);

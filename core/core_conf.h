@@ -67,6 +67,8 @@ struct kt_server {
     const char *module_names; /* "c2s sm ..." for status */
     kt_external_auth_fn external_auth;
     void *external_auth_data;
+    kt_register_fn register_fn;
+    void *register_data;
 };
 
 static inline struct kt_server *kt_server_of(struct kt_core *core)

@@ -46,6 +46,25 @@ typedef char *(*kt_external_auth_fn)(struct kt_db *db, X509 *cert, STACK_OF(X509
 KT_API void kt_core_set_external_auth(struct kt_core *core, kt_external_auth_fn fn, void *data);
 KT_API kt_external_auth_fn kt_core_external_auth(struct kt_core *core, void **data_r);
 
+/* In-band registration before authentication (XEP-0077; Kontalk's phone
+ * registration). The module that serves it registers one handler; c2s then
+ * advertises the iq-register stream feature after TLS and hands it every
+ * <iq/> in jabber:iq:register that arrives before SASL success. The handler
+ * runs on a worker (it may query the database and run a program) and
+ * returns the reply (result or error, built with kt_stanza_iq_result or
+ * kt_stanza_error_reply), or NULL for service-unavailable. Reading from
+ * the client waits meanwhile, so requests are answered in order. */
+struct kt_stanza;
+struct kt_preauth {
+    const char *ip;     /* the client's address */
+    X509 *cert;         /* its TLS client certificate, or NULL */
+    const char *domain; /* the domain the client's stream is addressed to */
+};
+typedef struct kt_stanza *(*kt_register_fn)(struct kt_db *db, struct kt_stanza *iq,
+                                           const struct kt_preauth *who, void *data);
+KT_API void kt_core_set_register(struct kt_core *core, kt_register_fn fn, void *data);
+KT_API kt_register_fn kt_core_register(struct kt_core *core, void **data_r);
+
 /* A module adds "key: value" lines to the status report. fn runs on an
  * I/O thread; it must not block. Register during init. */
 typedef void (*kt_status_fn)(struct kt_buf *out, void *data);

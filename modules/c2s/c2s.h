@@ -130,6 +130,11 @@ struct c2s_conn {
     struct c2s_conn *prev, *next;
 };
 
+/* register.c: in-band registration before authentication. */
+void c2s_register_features(struct c2s_conn *cc, struct kt_xml *features);
+/* Takes el and returns true if it is a registration iq for the handler. */
+bool c2s_register_iq(struct c2s_conn *cc, struct kt_xml *el);
+
 /* stream.c */
 void c2s_conn_accept(struct c2s *c2s, struct kt_loop *loop, int fd, bool direct_tls);
 void c2s_stream_error(struct c2s_conn *cc, enum kt_stream_err err, const char *text);

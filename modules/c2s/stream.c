@@ -160,6 +160,7 @@ void c2s_send_features(struct c2s_conn *cc)
         kt_xml_add_child(tls, "required", NS_TLS);
     } else if (!cc->authenticated) {
         c2s_auth_features(cc, f);
+        c2s_register_features(cc, f);
     } else {
         kt_xml_add_child(f, "bind", NS_BIND);
         struct kt_xml *s = kt_xml_add_child(f, "session", NS_SESSION);
@@ -624,6 +625,8 @@ static void element(void *data, struct kt_xml *el)
         if (el->ns && strcmp(el->ns, NS_SASL) == 0) {
             c2s_auth_element(cc, el);
             kt_xml_free(&el);
+        } else if (c2s_register_iq(cc, el)) {
+            /* taken */
         } else {
             kt_xml_free(&el);
             c2s_stream_error(cc, KT_XE_NOT_AUTHORIZED, NULL);

@@ -76,8 +76,9 @@ static unsigned bucket_of(const char *local)
     return h % KNOWN_BUCKETS;
 }
 
-static void remember(struct sm_keys *k, const char *local, const struct kt_pgp_key *key)
+void sm_keys_remember(struct sm *sm, const char *local, const struct kt_pgp_key *key)
 {
+    struct sm_keys *k = sm->keys;
     unsigned b = bucket_of(local);
     pthread_mutex_lock(&k->lock);
     struct known_user *u = k->known[b];
@@ -150,7 +151,7 @@ static char *local_of_email(const struct sm *sm, const char *email)
 }
 
 enum sm_key_check sm_keys_check(struct sm *sm, const uint8_t *ring, size_t len, bool certified,
-                                struct kt_pgp_key **key_r, char **local_r)
+                                struct kt_pgp_key **key_r, char **local_r, size_t *uid_r)
 {
     struct kt_pgp_key *key = NULL;
     enum sm_key_check r = SM_KEY_NO_UID;
@@ -181,6 +182,8 @@ enum sm_key_check sm_keys_check(struct sm *sm, const uint8_t *ring, size_t len, 
                            kt_pgp_uid_certified_by(key, i, sm->keys->node, now))) {
             *key_r = key;
             *local_r = local;
+            if (uid_r)
+                *uid_r = i;
             return SM_KEY_OK;
         }
         free(local);
@@ -266,7 +269,7 @@ static bool bn_equals(const EVP_PKEY *pkey, const char *param, const uint8_t *v,
 
 /* Whether the certificate's public key is the OpenPGP key pk (RSA, EdDSA
  * Ed25519, ECDSA): the same numbers, compared field by field. */
-static bool cert_is_key(X509 *cert, const struct kt_pgp_pubkey *pk)
+bool sm_keys_cert_is_key(X509 *cert, const struct kt_pgp_pubkey *pk)
 {
     EVP_PKEY *pkey = X509_get0_pubkey(cert);
     const uint8_t *b = pk->body;
@@ -378,13 +381,13 @@ static char *external_auth(struct kt_db *db, X509 *cert, STACK_OF(X509) *chain,
         kt_log(KT_LOG_INFO, "sm: EXTERNAL refused: the certificate carries no OpenPGP key");
         return NULL;
     }
-    r = sm_keys_check(sm, ring, len, true, &key, &local);
+    r = sm_keys_check(sm, ring, len, true, &key, &local, NULL);
     free(ring);
     if (r != SM_KEY_OK) {
         kt_log(KT_LOG_INFO, "sm: EXTERNAL refused: %s", sm_key_check_text(r));
         return NULL;
     }
-    if (!cert_is_key(cert, &key->primary)) {
+    if (!sm_keys_cert_is_key(cert, &key->primary)) {
         kt_log(KT_LOG_INFO, "sm: EXTERNAL refused for %s: the certificate's key is not the "
                             "OpenPGP key", local);
         goto refuse;
@@ -412,13 +415,22 @@ static char *external_auth(struct kt_db *db, X509 *cert, STACK_OF(X509) *chain,
         kt_log(KT_LOG_WARN, "sm: cannot store the key of %s: %s", local, kt_db_error(db));
         goto refuse;
     }
-    remember(sm->keys, local, key);
+    sm_keys_remember(sm, local, key);
     kt_pgp_key_free(&key);
     return local;
 refuse:
     kt_pgp_key_free(&key);
     free(local);
     return NULL;
+}
+
+int sm_keys_certify(struct sm *sm, struct kt_pgp_key *key, size_t uid)
+{
+    struct sm_keys *k = sm->keys;
+    if (!k->node || kt_pgp_uid_certify(key, uid, k->node, k->pkey, time(NULL)) < 0)
+        return -1;
+    kt_pgp_key_verify(key);
+    return 0;
 }
 
 /* ---- the node key ---- */

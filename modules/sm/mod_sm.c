@@ -110,7 +110,8 @@ static int sm_init(struct kt_core *core, const void *conf, const config_setting_
     if (sm_offline_init(sm) < 0 || sm_delivery_init(sm) < 0 || sm_presence_init(sm) < 0 ||
         sm_roster_init(sm) < 0 || sm_userinfo_init(sm) < 0 || sm_services_init(sm) < 0 ||
         sm_vcard_init(sm) < 0 || sm_carbons_init(sm) < 0 || sm_blocking_init(sm) < 0 ||
-        sm_keys_init(sm) < 0 || sm_pubkey_init(sm) < 0 || sm_named_init(sm) < 0 ||
+        sm_keys_init(sm) < 0 || sm_pubkey_init(sm) < 0 || sm_register_init(sm) < 0 ||
+        sm_named_init(sm) < 0 ||
         sm_network_init(sm) < 0 || sm_multicast_init(sm) < 0 ||
         sm_push_init(sm) < 0 || sm_expiry_init(sm) < 0 || sm_disco_init(sm) < 0)
         return -1;

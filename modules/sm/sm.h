@@ -44,6 +44,8 @@ struct sm_register_conf {
     long long throttle_ip_delay, throttle_phone_delay, throttle_prefix_delay; /* seconds */
     long long prefix_digits;   /* digits of the prefix throttle */
     const char *terms_url;     /* service terms; "" = none */
+    long long privatekey_max;  /* bytes of a parked private key */
+    long long privatekey_expire; /* seconds a parked key waits for its token */
 };
 
 struct sm_conf {
@@ -244,6 +246,9 @@ void sm_keys_free(struct sm *sm);
  * runs before the subscription and presence parts route the stanza. */
 #define SM_PRIO_PUBKEY 100
 int sm_pubkey_init(struct sm *sm);
+/* register.c: phone registration (before authentication, through c2s),
+ * key rollover and private-key parking. After sm_keys_init. */
+int sm_register_init(struct sm *sm);
 enum sm_key_check {
     SM_KEY_OK,
     SM_KEY_UNPARSABLE,
@@ -257,7 +262,15 @@ enum sm_key_check {
  * naming an account here, certified by the node key if `certified`. On
  * SM_KEY_OK, *key_r (verified) and *local_r are new. */
 enum sm_key_check sm_keys_check(struct sm *sm, const uint8_t *ring, size_t len, bool certified,
-                                struct kt_pgp_key **key_r, char **local_r);
+                                struct kt_pgp_key **key_r, char **local_r, size_t *uid_r);
+struct kt_pgp_pubkey;
+/* Whether the certificate's public key is the OpenPGP key pk. */
+bool sm_keys_cert_is_key(struct x509_st *cert, const struct kt_pgp_pubkey *pk);
+/* Certifies UID uid of key with the node key (worker side); -1 if no node
+ * key or signing fails. */
+int sm_keys_certify(struct sm *sm, struct kt_pgp_key *key, size_t uid);
+/* Records local's current key for pubkey.c (after a login or a new key). */
+void sm_keys_remember(struct sm *sm, const char *local, const struct kt_pgp_key *key);
 const char *sm_key_check_text(enum sm_key_check r);
 /* The OpenPGP keyring a bridge certificate carries (new buffer); -1 if none. */
 int sm_keys_from_cert(struct sm *sm, struct x509_st *cert, uint8_t **ring_r, size_t *len_r);
