@@ -49,6 +49,8 @@ struct known_user {
 
 struct sm_keys {
     struct kt_pgp_key *node; /* NULL: no node key configured */
+    struct kt_pgp_key **trusted; /* other nodes' keys (sm.trusted_keys) */
+    unsigned ntrusted;
     EVP_PKEY *pkey;
     char fpr[41];
     ASN1_OBJECT *bridge_oid;
@@ -150,6 +152,19 @@ static char *local_of_email(const struct sm *sm, const char *email)
     return local;
 }
 
+/* Whether UID i carries a valid certification by the node key or by a
+ * key of the network's trusted list. */
+static bool certified_here(const struct sm_keys *k, const struct kt_pgp_key *key, size_t i,
+                           time_t now)
+{
+    if (k->node && kt_pgp_uid_certified_by(key, i, k->node, now))
+        return true;
+    for (unsigned t = 0; t < k->ntrusted; t++)
+        if (kt_pgp_uid_certified_by(key, i, k->trusted[t], now))
+            return true;
+    return false;
+}
+
 enum sm_key_check sm_keys_check(struct sm *sm, const uint8_t *ring, size_t len, bool certified,
                                 struct kt_pgp_key **key_r, char **local_r, size_t *uid_r)
 {
@@ -178,8 +193,7 @@ enum sm_key_check sm_keys_check(struct sm *sm, const uint8_t *ring, size_t len, 
         free(email);
         if (!local)
             continue;
-        if (!certified || (sm->keys->node &&
-                           kt_pgp_uid_certified_by(key, i, sm->keys->node, now))) {
+        if (!certified || certified_here(sm->keys, key, i, now)) {
             *key_r = key;
             *local_r = local;
             if (uid_r)
@@ -435,25 +449,80 @@ int sm_keys_certify(struct sm *sm, struct kt_pgp_key *key, size_t uid)
 
 /* ---- the node key ---- */
 
+/* The contents of a key file (at most KT_PGP_MAX_INPUT bytes), or NULL. */
+static uint8_t *read_key_file(const char *path, const char *what, size_t *len_r)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        kt_log(KT_LOG_ERROR, "sm: cannot open %s %s: %m", what, path);
+        return NULL;
+    }
+    uint8_t *data = kt_malloc(KT_PGP_MAX_INPUT + 1);
+    *len_r = fread(data, 1, KT_PGP_MAX_INPUT + 1, f);
+    fclose(f);
+    if (*len_r > KT_PGP_MAX_INPUT) {
+        kt_log(KT_LOG_ERROR, "sm: %s %s is too large", what, path);
+        free(data);
+        return NULL;
+    }
+    return data;
+}
+
+/* sm.trusted_keys: public keys of the network's other nodes, whose
+ * certifications count as the node's own. */
+static int load_trusted(struct sm *sm, const config_setting_t *group)
+{
+    struct sm_keys *k = sm->keys;
+    const config_setting_t *list =
+        group ? config_setting_lookup((config_setting_t *)group, "trusted_keys") : NULL;
+    char where[256];
+    if (!list)
+        return 0;
+    kt_setting_where(list, where, sizeof(where));
+    if (!config_setting_is_list(list) && !config_setting_is_array(list)) {
+        kt_log(KT_LOG_ERROR, "%s: sm.trusted_keys: expected a list of file names", where);
+        return -1;
+    }
+    unsigned n = (unsigned)config_setting_length(list);
+    k->trusted = kt_calloc(n ? n : 1, sizeof(*k->trusted));
+    for (unsigned i = 0; i < n; i++) {
+        const char *path = config_setting_get_string_elem(list, (int)i);
+        size_t len = 0;
+        uint8_t *data = path ? read_key_file(path, "the trusted key", &len) : NULL;
+        struct kt_pgp_key *key = NULL;
+        if (!path)
+            kt_log(KT_LOG_ERROR, "%s: sm.trusted_keys: expected file names", where);
+        if (!data)
+            return -1;
+        enum kt_pgp_err e = kt_pgp_key_parse(data, len, &key);
+        free(data);
+        if (e != KT_PGP_OK) {
+            kt_log(KT_LOG_ERROR, "sm: the trusted key %s: %s", path, kt_pgp_strerror(e));
+            return -1;
+        }
+        kt_pgp_key_verify(key);
+        char fpr[41];
+        kt_pgp_fpr_hex(key->primary.fpr, fpr);
+        if (kt_pgp_key_invalid(key, time(NULL))) {
+            kt_log(KT_LOG_ERROR, "sm: the trusted key %s (%s) is revoked, expired or not "
+                                 "self-signed", path, fpr);
+            kt_pgp_key_free(&key);
+            return -1;
+        }
+        k->trusted[k->ntrusted++] = key;
+        kt_log(KT_LOG_INFO, "sm: trusting certifications by %s (%s)", fpr, path);
+    }
+    return 0;
+}
+
 static int load_node_key(struct sm *sm, const char *path)
 {
     struct sm_keys *k = sm->keys;
-    FILE *f = fopen(path, "rb");
-    uint8_t *data = NULL;
     size_t len = 0;
     int ret = -1;
-
-    if (!f) {
-        kt_log(KT_LOG_ERROR, "sm: cannot open the node key %s: %m", path);
+    uint8_t *data = read_key_file(path, "the node key", &len);
+    if (!data)
         return -1;
-    }
-    data = kt_malloc(KT_PGP_MAX_INPUT + 1);
-    len = fread(data, 1, KT_PGP_MAX_INPUT + 1, f);
-    fclose(f);
-    if (len > KT_PGP_MAX_INPUT) {
-        kt_log(KT_LOG_ERROR, "sm: the node key %s is too large", path);
-        goto out;
-    }
     enum kt_pgp_err e = kt_pgp_secret_parse(data, len, &k->node, &k->pkey);
     if (e != KT_PGP_OK) {
         kt_log(KT_LOG_ERROR, "sm: the node key %s: %s", path, kt_pgp_strerror(e));
@@ -471,7 +540,7 @@ out:
     return ret;
 }
 
-int sm_keys_init(struct sm *sm)
+int sm_keys_init(struct sm *sm, const config_setting_t *group)
 {
     struct sm_keys *k = kt_new(struct sm_keys);
     sm->keys = k;
@@ -485,7 +554,7 @@ int sm_keys_init(struct sm *sm)
         kt_log(KT_LOG_INFO, "sm: no node key (sm.key): Kontalk key accounts are off");
         return 0;
     }
-    if (load_node_key(sm, sm->conf->key) < 0)
+    if (load_node_key(sm, sm->conf->key) < 0 || load_trusted(sm, group) < 0)
         return -1;
     kt_core_set_external_auth(sm->core, external_auth, sm);
     kt_log(KT_LOG_INFO, "sm: node key %s; Kontalk key accounts log in with SASL EXTERNAL",
@@ -507,6 +576,9 @@ void sm_keys_free(struct sm *sm)
         }
     }
     kt_pgp_key_free(&k->node);
+    for (unsigned t = 0; t < k->ntrusted; t++)
+        kt_pgp_key_free(&k->trusted[t]);
+    free(k->trusted);
     EVP_PKEY_free(k->pkey);
     ASN1_OBJECT_free(k->bridge_oid);
     pthread_mutex_destroy(&k->lock);

@@ -28,6 +28,8 @@ static const struct kt_setting sm_settings[] = {
                "addresses of one stanza to multicast@ (XEP-0033)"),
     KT_SET_INT("expire_days", struct sm_conf, expire_days, 30, 0, 36500,
                "days without a login before a key account is deleted (0 = never)"),
+    KT_SET_RAW("trusted_keys", "public key files of the network's other nodes, whose "
+                               "certifications of user keys count as this node's: [ \"a.asc\" ]"),
     KT_SET_GROUP("push", sm_push_settings, "push wake-ups (push@host)"),
     KT_SET_GROUP("register", sm_register_settings, "phone registration (jabber:iq:register)"),
     KT_SET_END,
@@ -97,7 +99,6 @@ struct kt_jobq *sm_user_queue(struct sm *sm, const char *local)
 static int sm_init(struct kt_core *core, const void *conf, const config_setting_t *group,
                    void **state_r)
 {
-    (void)group;
     struct sm *sm = kt_new(struct sm);
     sm->core = core;
     sm->conf = conf;
@@ -110,7 +111,7 @@ static int sm_init(struct kt_core *core, const void *conf, const config_setting_
     if (sm_offline_init(sm) < 0 || sm_delivery_init(sm) < 0 || sm_presence_init(sm) < 0 ||
         sm_roster_init(sm) < 0 || sm_userinfo_init(sm) < 0 || sm_services_init(sm) < 0 ||
         sm_vcard_init(sm) < 0 || sm_carbons_init(sm) < 0 || sm_blocking_init(sm) < 0 ||
-        sm_keys_init(sm) < 0 || sm_pubkey_init(sm) < 0 || sm_register_init(sm) < 0 ||
+        sm_keys_init(sm, group) < 0 || sm_pubkey_init(sm) < 0 || sm_register_init(sm) < 0 ||
         sm_named_init(sm) < 0 ||
         sm_network_init(sm) < 0 || sm_multicast_init(sm) < 0 ||
         sm_push_init(sm) < 0 || sm_expiry_init(sm) < 0 || sm_disco_init(sm) < 0)

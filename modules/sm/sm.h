@@ -240,7 +240,7 @@ struct kt_db;
 struct x509_st;
 /* The node key (public view), NULL when none is configured. */
 const struct kt_pgp_key *sm_keys_node(const struct sm *sm);
-int sm_keys_init(struct sm *sm);
+int sm_keys_init(struct sm *sm, const config_setting_t *group);
 void sm_keys_free(struct sm *sm);
 /* pubkey.c: urn:xmpp:pubkey:2 and the keys added to presence. Its IN hook
  * runs before the subscription and presence parts route the stanza. */

@@ -37,8 +37,19 @@ def node_key(keys, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def knode(binaries, mariadb, certs, tmp_path_factory, node_key):
-    yield from shared_node(mariadb, certs, tmp_path_factory, "kontalk", sm={"key": node_key[1]})
+def peer_key(keys, tmp_path_factory):
+    """Another node of the network, whose key this node trusts (sm.trusted_keys)."""
+    fpr = keys.generate("kontalkd peer node <node@peer.localhost>", algo="rsa2048")
+    path = os.path.join(str(tmp_path_factory.mktemp("peerkey")), "peer.asc")
+    with open(path, "wb") as f:
+        f.write(keys.export(fpr, armor=True))
+    return fpr, path
+
+
+@pytest.fixture(scope="module")
+def knode(binaries, mariadb, certs, tmp_path_factory, node_key, peer_key):
+    yield from shared_node(mariadb, certs, tmp_path_factory, "kontalk",
+                           sm={"key": node_key[1], "trusted_keys": [peer_key[1]]})
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +91,14 @@ def test_external_with_host_domain_uid(keys, certdir, knode, node_key):
     """A UID naming the node's host (generation 2 clients) is the same account."""
     local = "1" * 40
     u = KeyUser(keys, certdir, local, knode.host, certifier=node_key[0])
+    with key_client(knode, u) as c:
+        c.login_external()
+        assert c.jid.startswith("%s@%s/" % (local, knode.jid_domain))
+
+
+def test_external_with_key_certified_by_trusted_node(keys, certdir, knode, peer_key):
+    local = "8" * 40
+    u = KeyUser(keys, certdir, local, knode.jid_domain, certifier=peer_key[0])
     with key_client(knode, u) as c:
         c.login_external()
         assert c.jid.startswith("%s@%s/" % (local, knode.jid_domain))
