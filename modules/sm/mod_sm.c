@@ -26,6 +26,8 @@ static const struct kt_setting sm_settings[] = {
                   "the node's OpenPGP secret key file (kontalkctl key generate); \"\" = none"),
     KT_SET_INT("multicast_max", struct sm_conf, multicast_max, 50, 1, 10000,
                "addresses of one stanza to multicast@ (XEP-0033)"),
+    KT_SET_INT("probe_max", struct sm_conf, probe_max, 1000, 1, 100000,
+               "items of one roster match to probe@ (more is not-acceptable)"),
     KT_SET_INT("expire_days", struct sm_conf, expire_days, 30, 0, 36500,
                "days without a login before a key account is deleted (0 = never)"),
     KT_SET_RAW("trusted_keys", "public key files of the network's other nodes, whose "
@@ -114,7 +116,8 @@ static int sm_init(struct kt_core *core, const void *conf, const config_setting_
         sm_keys_init(sm, group) < 0 || sm_pubkey_init(sm) < 0 || sm_register_init(sm) < 0 ||
         sm_named_init(sm) < 0 ||
         sm_network_init(sm) < 0 || sm_multicast_init(sm) < 0 ||
-        sm_push_init(sm) < 0 || sm_expiry_init(sm) < 0 || sm_disco_init(sm) < 0)
+        sm_push_init(sm) < 0 || sm_expiry_init(sm) < 0 || sm_probe_init(sm) < 0 ||
+        sm_disco_init(sm) < 0)
         return -1;
     kt_log(KT_LOG_NOTICE, "sm: loaded; delivery, offline storage, roster, subscriptions, "
                           "presence and the server's iq services work");

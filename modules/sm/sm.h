@@ -56,6 +56,7 @@ struct sm_conf {
     /* Kontalk (kontalk-protocol.md §2) */
     const char *key;           /* the node's OpenPGP secret key file; "" = no key */
     long long multicast_max;   /* addresses of one multicast stanza */
+    long long probe_max;       /* items of one roster match (probe@) */
     long long expire_days;     /* days unused before an account is deleted; 0 = never */
     struct sm_push_conf push;
     struct sm_register_conf reg;
@@ -89,6 +90,7 @@ struct sm {
     struct sm_push *push;       /* push.c */
     struct sm_expiry *expiry;   /* expiry.c */
     struct sm_keys *keys;       /* keys.c: the node key, certification */
+    const struct sm_probe_remote *probe_remote; /* probe.c: other nodes' lookups, or NULL */
 };
 
 /* A Kontalk service addressed as name@host (named.c). */
@@ -281,6 +283,44 @@ int sm_keys_store(struct kt_db *db, const char *local, const struct kt_pgp_key *
 bool sm_keys_known(struct sm *sm, const char *local, char fpr_r[41], uint8_t **keyring_r,
                    size_t *len_r);
 int sm_network_init(struct sm *sm);   /* network@: serverlist command */
+/* probe.c: probe@ (roster match) and the lookup engine behind it: which of
+ * some localparts are users of the network, and their home node. */
+int sm_probe_init(struct sm *sm);
+/* Worker side (registration's duplicate check): 1 if local is an account
+ * of this node, 0 if not, -1 on a database error. */
+int sm_probe_local_exists(struct kt_db *db, const char *local);
+struct sm_probe_hit {
+    const char *local; /* as asked */
+    const char *node;  /* its home node's host name */
+};
+struct sm_probe_result {
+    const struct sm_probe_hit *hits; /* sorted by local, each once */
+    unsigned n;
+    bool failed;   /* this node's database failed: no hits */
+    bool complete; /* every node asked has answered (false: remote timeout) */
+};
+typedef void (*sm_probe_done_fn)(struct sm *sm, const struct sm_probe_result *r, void *data);
+/* On an I/O thread; never blocks. Copies locals (any order, repeats
+ * allowed); done runs exactly once, later, on the same thread. */
+void sm_probe_lookup(struct sm *sm, const char *const *locals, unsigned n, sm_probe_done_fn done,
+                     void *data);
+/* The extension point for other nodes (mod_net): ask runs on the lookup's
+ * I/O thread with the names this node does not have; it must not block and
+ * must call sm_probe_remote_answer(q, ...) exactly once, from any thread,
+ * even after the timeout (late answers are dropped). The lookup answers
+ * after that call or after timeout_ms, whichever comes first. */
+struct sm_probe_query;
+struct sm_probe_remote {
+    void (*ask)(void *state, struct sm_probe_query *q, const char *const *locals, unsigned n);
+    void *state;
+    unsigned timeout_ms;
+};
+/* Init only (static storage); NULL unregisters. */
+void sm_probe_set_remote(struct sm *sm, const struct sm_probe_remote *remote);
+/* Any thread: the users other nodes have among the names asked (hits are
+ * copied); complete = every node asked answered. */
+void sm_probe_remote_answer(struct sm_probe_query *q, const struct sm_probe_hit *hits, unsigned n,
+                            bool complete);
 int sm_multicast_init(struct sm *sm); /* multicast@: XEP-0033 fan-out */
 int sm_push_init(struct sm *sm);      /* push@: registrations and wake-ups */
 void sm_push_start(struct sm *sm);
