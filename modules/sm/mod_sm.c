@@ -30,6 +30,8 @@ static const struct kt_setting sm_settings[] = {
                "items of one roster match to probe@ (more is not-acceptable)"),
     KT_SET_INT("expire_days", struct sm_conf, expire_days, 30, 0, 36500,
                "days without a login before a key account is deleted (0 = never)"),
+    KT_SET_INT("expire_check", struct sm_conf, expire_check, 86400, 1, 31536000,
+               "seconds between two account-expiry runs"),
     KT_SET_RAW("trusted_keys", "public key files of the network's other nodes, whose "
                                "certifications of user keys count as this node's: [ \"a.asc\" ]"),
     KT_SET_GROUP("push", sm_push_settings, "push wake-ups (push@host)"),

@@ -58,6 +58,7 @@ struct sm_conf {
     long long multicast_max;   /* addresses of one multicast stanza */
     long long probe_max;       /* items of one roster match (probe@) */
     long long expire_days;     /* days unused before an account is deleted; 0 = never */
+    long long expire_check;    /* seconds between two account-expiry runs */
     struct sm_push_conf push;
     struct sm_register_conf reg;
 };
