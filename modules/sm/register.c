@@ -316,19 +316,6 @@ static struct kt_stanza *instructions(struct sm *sm, struct kt_stanza *iq)
     return reply;
 }
 
-static bool account_exists(struct kt_db *db, const char *local, bool *db_error_r)
-{
-    struct kt_db_param p = KT_DB_P_STR(local);
-    struct kt_db_result *res = NULL;
-    if (kt_db_query(db, "SELECT 1 FROM users WHERE localpart = ?", &p, 1, &res) < 0) {
-        *db_error_r = true;
-        return false;
-    }
-    bool found = res->nrows > 0;
-    kt_db_result_free(&res);
-    return found;
-}
-
 static struct kt_stanza *phone_submit(struct sm *sm, struct kt_db *db, struct kt_stanza *iq,
                                       const struct kt_xml *x, const struct kt_preauth *who)
 {
@@ -337,7 +324,6 @@ static struct kt_stanza *phone_submit(struct sm *sm, struct kt_db *db, struct kt
     char local[41], code[16], key[80];
     char *raw = form_value(x, "phone"), *challenge = form_value(x, "challenge");
     char *number = raw ? e164(raw) : NULL;
-    bool db_error = false;
 
     if (!number) {
         reply = error(iq, KT_SE_BAD_REQUEST, "Bad phone number.");
@@ -352,12 +338,14 @@ static struct kt_stanza *phone_submit(struct sm *sm, struct kt_db *db, struct kt
         goto out;
     }
     phone_local(number, local);
-    if (!form_true(x, "force") && account_exists(db, local, &db_error)) {
+    /* Local accounts only for now; with mod_net, the network's (sm_probe_lookup). */
+    int exists = form_true(x, "force") ? 0 : sm_probe_local_exists(db, local);
+    if (exists < 0)
+        goto out;
+    if (exists) {
         reply = error(iq, KT_SE_CONFLICT, "Another user is registered with the same id.");
         goto out;
     }
-    if (db_error)
-        goto out;
     /* Every throttle counts this request; any one of them refuses it. */
     int t = 0, r;
     snprintf(key, sizeof(key), "ip:%s", who->ip);

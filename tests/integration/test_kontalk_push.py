@@ -6,16 +6,15 @@ XEP-0357 app server. Triggers: a message stored offline, and one delivered only 
 that are inactive (XEP-0352) or idle; one wake-up per user per interval; retries on server
 errors; a token FCM calls UNREGISTERED is deleted; https with a CA file."""
 
-import http.server
 import json
 import ssl
-import threading
 import time
 
 import pytest
 
 from conftest import setup_c2s, shared_node
-from kt.im import expect_message, message, next_message, online
+from kt.http_receiver import Receiver
+from kt.im import expect_message, message
 from kt.xmpp import NS_CLIENT, PASSWORDS, client_for, q, show, stanza_error_condition
 
 NS_PUSH = "http://kontalk.org/extensions/presence#push"
@@ -36,65 +35,6 @@ APP_SERVER_RES = "appserver"
 EXPECTED_BODY = {"message": {"token": None,
                              "data": {"action": "org.kontalk.CHECK_MESSAGES"},
                              "android": {"priority": "high", "collapse_key": "new"}}}
-
-
-# -- the HTTP receiver -------------------------------------------------------------------------
-
-class Receiver:
-    """An HTTP server on 127.0.0.1 that records every request and answers with the statuses
-    queued in `answers` (then 200)."""
-
-    def __init__(self, context=None):
-        self.requests = []
-        self.answers = []
-        self.lock = threading.Lock()
-        receiver = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                with receiver.lock:
-                    receiver.requests.append({"path": self.path, "headers": dict(
-                        (k.lower(), v) for k, v in self.headers.items()), "body": body,
-                        "raw_headers": str(self.headers)})
-                    status, text = receiver.answers.pop(0) if receiver.answers else (200, "{}")
-                data = text.encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        if context:
-            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-    def clear(self):
-        with self.lock:
-            self.requests.clear()
-            self.answers.clear()
-
-    def wait(self, n, timeout=8, quiet=1.0):
-        """Waits for n requests, then checks that no more come within `quiet` seconds;
-        returns them."""
-        deadline = time.monotonic() + timeout
-        while len(self.requests) < n and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(quiet)
-        with self.lock:
-            got = list(self.requests)
-        assert len(got) == n, "expected %d push requests, got %d: %r" % (n, len(got), got)
-        return got
 
 
 @pytest.fixture(scope="module")

@@ -213,11 +213,16 @@ def test_disco_info_to_host_and_without_to(svc_node):
             assert feats == EXPECTED_FEATURES, show(reply)
 
 
-def test_disco_items_empty(svc_node):
+# The named services of the node (modules/sm/named.c), each at name@host.
+EXPECTED_SERVICES = {"probe", "network", "multicast", "push"}
+
+
+def test_disco_items_lists_the_services(svc_node):
     with logged_in(svc_node) as c:
         reply = expect_result(c.iq("get", "<query xmlns='%s'/>" % NS_DISCO_ITEMS))
         query = reply.find(q(NS_DISCO_ITEMS, "query"))
-        assert query is not None and len(query) == 0, show(reply)
+        items = {i.get("jid") for i in query.findall(q(NS_DISCO_ITEMS, "item"))}
+        assert items == {"%s@%s" % (s, svc_node.host) for s in EXPECTED_SERVICES}, show(reply)
 
 
 @pytest.mark.parametrize("ns", [NS_DISCO_INFO, NS_DISCO_ITEMS])
