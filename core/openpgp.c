@@ -934,15 +934,28 @@ static const EVP_MD *hash_md(uint8_t algo)
     }
 }
 
+/* An OpenSSL key of `type` ("RSA", "DSA", "EC") from the parameters in bld;
+ * selection is EVP_PKEY_PUBLIC_KEY or EVP_PKEY_KEYPAIR. NULL on failure. */
+static EVP_PKEY *pkey_from_params(const char *type, OSSL_PARAM_BLD *bld, int selection)
+{
+    EVP_PKEY *pkey = NULL;
+    OSSL_PARAM *params = OSSL_PARAM_BLD_to_param(bld);
+    EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_name(NULL, type, NULL);
+    if (params == NULL || ctx == NULL || EVP_PKEY_fromdata_init(ctx) != 1 ||
+        EVP_PKEY_fromdata(ctx, &pkey, selection, params) != 1)
+        pkey = NULL;
+    OSSL_PARAM_free(params);
+    EVP_PKEY_CTX_free(ctx);
+    return pkey;
+}
+
 /* An EVP_PKEY for a signing key, or NULL (unknown algorithm or curve,
  * parameters OpenSSL rejects). */
 static EVP_PKEY *pubkey_evp(const struct kt_pgp_pubkey *k)
 {
     struct material km;
     EVP_PKEY *pkey = NULL;
-    EVP_PKEY_CTX *ctx = NULL;
     OSSL_PARAM_BLD *bld = NULL;
-    OSSL_PARAM *params = NULL;
     BIGNUM *bn[4] = {NULL, NULL, NULL, NULL};
     const char *type = NULL;
 
@@ -998,17 +1011,11 @@ static EVP_PKEY *pubkey_evp(const struct kt_pgp_pubkey *k)
     default:
         goto done;
     }
-    params = OSSL_PARAM_BLD_to_param(bld);
-    ctx = EVP_PKEY_CTX_new_from_name(NULL, type, NULL);
-    if (params == NULL || ctx == NULL || EVP_PKEY_fromdata_init(ctx) != 1 ||
-        EVP_PKEY_fromdata(ctx, &pkey, EVP_PKEY_PUBLIC_KEY, params) != 1)
-        pkey = NULL;
+    pkey = pkey_from_params(type, bld, EVP_PKEY_PUBLIC_KEY);
 done:
     for (int i = 0; i < 4; i++)
         BN_free(bn[i]);
-    OSSL_PARAM_free(params);
     OSSL_PARAM_BLD_free(bld);
-    EVP_PKEY_CTX_free(ctx);
     return pkey;
 }
 
@@ -1711,9 +1718,7 @@ static BIGNUM *mpi_bn(const struct mpi *m)
 static EVP_PKEY *rsa_private(const struct material *km, const struct secret *sec)
 {
     EVP_PKEY *pkey = NULL;
-    EVP_PKEY_CTX *ctx = NULL;
     OSSL_PARAM_BLD *bld = OSSL_PARAM_BLD_new();
-    OSSL_PARAM *params = NULL;
     BN_CTX *bnctx = BN_CTX_new();
     BIGNUM *n = mpi_bn(&km->m[0]), *e = mpi_bn(&km->m[1]);
     BIGNUM *d = mpi_bn(&sec->m[0]), *p = mpi_bn(&sec->m[1]), *q = mpi_bn(&sec->m[2]);
@@ -1738,11 +1743,7 @@ static EVP_PKEY *rsa_private(const struct material *km, const struct secret *sec
         !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_EXPONENT2, dq) ||
         !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_COEFFICIENT1, qinv))
         goto done;
-    params = OSSL_PARAM_BLD_to_param(bld);
-    ctx = EVP_PKEY_CTX_new_from_name(NULL, "RSA", NULL);
-    if (params == NULL || ctx == NULL || EVP_PKEY_fromdata_init(ctx) != 1 ||
-        EVP_PKEY_fromdata(ctx, &pkey, EVP_PKEY_KEYPAIR, params) != 1)
-        pkey = NULL;
+    pkey = pkey_from_params("RSA", bld, EVP_PKEY_KEYPAIR);
 done:
     BN_free(n);
     BN_free(e);
@@ -1756,10 +1757,8 @@ done:
     BN_clear_free(qinv);
     BN_clear_free(u);
     BN_clear_free(pinv);
-    OSSL_PARAM_free(params);
     OSSL_PARAM_BLD_free(bld);
     BN_CTX_free(bnctx);
-    EVP_PKEY_CTX_free(ctx);
     return pkey;
 }
 
@@ -1767,9 +1766,7 @@ static EVP_PKEY *ec_private(const struct material *km, const struct secret *sec)
 {
     const char *group = NULL;
     EVP_PKEY *pkey = NULL;
-    EVP_PKEY_CTX *ctx = NULL;
     OSSL_PARAM_BLD *bld = OSSL_PARAM_BLD_new();
-    OSSL_PARAM *params = NULL;
     BIGNUM *x = mpi_bn(&sec->m[0]);
 
     kt_assert(bld != NULL);
@@ -1782,16 +1779,10 @@ static EVP_PKEY *ec_private(const struct material *km, const struct secret *sec)
         !OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, km->m[0].p, km->m[0].n) ||
         !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_PRIV_KEY, x))
         goto done;
-    params = OSSL_PARAM_BLD_to_param(bld);
-    ctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL);
-    if (params == NULL || ctx == NULL || EVP_PKEY_fromdata_init(ctx) != 1 ||
-        EVP_PKEY_fromdata(ctx, &pkey, EVP_PKEY_KEYPAIR, params) != 1)
-        pkey = NULL;
+    pkey = pkey_from_params("EC", bld, EVP_PKEY_KEYPAIR);
 done:
     BN_clear_free(x);
-    OSSL_PARAM_free(params);
     OSSL_PARAM_BLD_free(bld);
-    EVP_PKEY_CTX_free(ctx);
     return pkey;
 }
 

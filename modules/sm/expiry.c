@@ -127,17 +127,6 @@ static void delete_run(struct kt_db *db, void *data)
     kt_db_result_free(&r);
 }
 
-static void send_presence(struct sm *sm, const char *type, const char *from, const char *to)
-{
-    struct kt_xml *p = kt_xml_new("presence", KT_NS_CLIENT);
-    kt_xml_set_attr(p, "type", type);
-    kt_xml_set_attr(p, "from", from);
-    kt_xml_set_attr(p, "to", to);
-    struct kt_stanza *st = kt_stanza_new(p);
-    sm_send(sm, st);
-    kt_stanza_unref(&st);
-}
-
 /* The account is gone: end every subscription it had (see above). */
 static void tell_contacts(struct sm *sm, const char *local, const struct kt_db_result *roster)
 {
@@ -149,9 +138,9 @@ static void tell_contacts(struct sm *sm, const char *local, const struct kt_db_r
             continue;
         int sub = (int)kt_db_int(roster, i, 1);
         bool ask = kt_db_int(roster, i, 2) != 0;
-        send_presence(sm, "unsubscribed", user->bare, to->bare);
+        sm_send_presence(sm, "unsubscribed", user->bare, to->bare);
         if ((sub & SM_SUB_TO) || ask)
-            send_presence(sm, "unsubscribe", user->bare, to->bare);
+            sm_send_presence(sm, "unsubscribe", user->bare, to->bare);
         kt_jid_free(&to);
     }
     kt_jid_free(&user);

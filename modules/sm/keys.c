@@ -48,7 +48,7 @@ struct known_user {
 };
 
 struct sm_keys {
-    struct kt_pgp_key *node; /* NULL: no node key configured */
+    struct kt_pgp_key *node;     /* NULL: no node key configured */
     struct kt_pgp_key **trusted; /* other nodes' keys (sm.trusted_keys) */
     unsigned ntrusted;
     EVP_PKEY *pkey;
@@ -306,9 +306,8 @@ bool sm_keys_cert_is_key(X509 *cert, const struct kt_pgp_pubkey *pk)
         off += 1 + b[off]; /* the curve OID */
         /* The point is 0x40 followed by the 32-byte public key. */
         return read_mpi(b, len, &off, &v, &n) && n == 33 && v[0] == 0x40 &&
-               EVP_PKEY_is_a(pkey, "ED25519") &&
-               EVP_PKEY_get_raw_public_key(pkey, raw, &rawlen) && rawlen == 32 &&
-               CRYPTO_memcmp(raw, v + 1, 32) == 0;
+               EVP_PKEY_is_a(pkey, "ED25519") && EVP_PKEY_get_raw_public_key(pkey, raw, &rawlen) &&
+               rawlen == 32 && CRYPTO_memcmp(raw, v + 1, 32) == 0;
     }
     case KT_PGP_ALGO_ECDSA: {
         uint8_t pt[200];
@@ -380,7 +379,7 @@ static int may_replace(struct kt_db *db, const char *local, const struct kt_pgp_
 }
 
 /* The EXTERNAL verifier (kt_external_auth_fn), on a worker. */
-static char *external_auth(struct kt_db *db, X509 *cert, STACK_OF(X509) *chain,
+static char *external_auth(struct kt_db *db, X509 *cert, STACK_OF(X509) * chain,
                            const char *authzid, void *data)
 {
     struct sm *sm = data;
@@ -402,27 +401,31 @@ static char *external_auth(struct kt_db *db, X509 *cert, STACK_OF(X509) *chain,
         return NULL;
     }
     if (!sm_keys_cert_is_key(cert, &key->primary)) {
-        kt_log(KT_LOG_INFO, "sm: EXTERNAL refused for %s: the certificate's key is not the "
-                            "OpenPGP key", local);
+        kt_log(KT_LOG_INFO,
+               "sm: EXTERNAL refused for %s: the certificate's key is not the "
+               "OpenPGP key",
+               local);
         goto refuse;
     }
     if (authzid && *authzid) {
         struct kt_jid *z = kt_jid_parse(authzid);
-        bool same = z && !z->resource && ((z->local && strcmp(z->local, local) == 0 &&
-                                           sm_is_local(sm, z)) ||
-                                          (!z->local && strcmp(authzid, local) == 0));
+        bool same = z && !z->resource &&
+                    ((z->local && strcmp(z->local, local) == 0 && sm_is_local(sm, z)) ||
+                     (!z->local && strcmp(authzid, local) == 0));
         kt_jid_free(&z);
         if (!same && strcmp(authzid, local) != 0) {
-            kt_log(KT_LOG_INFO, "sm: EXTERNAL refused for %s: authzid %s is another account",
-                   local, authzid);
+            kt_log(KT_LOG_INFO, "sm: EXTERNAL refused for %s: authzid %s is another account", local,
+                   authzid);
             goto refuse;
         }
     }
     int may = may_replace(db, local, key);
     if (may <= 0) {
         if (may == 0)
-            kt_log(KT_LOG_INFO, "sm: EXTERNAL refused for %s: an older key than the stored "
-                                "one, which is still valid", local);
+            kt_log(KT_LOG_INFO,
+                   "sm: EXTERNAL refused for %s: an older key than the stored "
+                   "one, which is still valid",
+                   local);
         goto refuse;
     }
     if (sm_keys_store(db, local, key) < 0) {
@@ -504,8 +507,10 @@ static int load_trusted(struct sm *sm, const config_setting_t *group)
         char fpr[41];
         kt_pgp_fpr_hex(key->primary.fpr, fpr);
         if (kt_pgp_key_invalid(key, time(NULL))) {
-            kt_log(KT_LOG_ERROR, "sm: the trusted key %s (%s) is revoked, expired or not "
-                                 "self-signed", path, fpr);
+            kt_log(KT_LOG_ERROR,
+                   "sm: the trusted key %s (%s) is revoked, expired or not "
+                   "self-signed",
+                   path, fpr);
             kt_pgp_key_free(&key);
             return -1;
         }
@@ -529,8 +534,7 @@ static int load_node_key(struct sm *sm, const char *path)
         goto out;
     }
     if (kt_pgp_key_invalid(k->node, time(NULL))) {
-        kt_log(KT_LOG_ERROR, "sm: the node key %s is revoked, expired or not self-signed",
-               path);
+        kt_log(KT_LOG_ERROR, "sm: the node key %s is revoked, expired or not self-signed", path);
         goto out;
     }
     kt_pgp_fpr_hex(k->node->primary.fpr, k->fpr);
@@ -557,8 +561,7 @@ int sm_keys_init(struct sm *sm, const config_setting_t *group)
     if (load_node_key(sm, sm->conf->key) < 0 || load_trusted(sm, group) < 0)
         return -1;
     kt_core_set_external_auth(sm->core, external_auth, sm);
-    kt_log(KT_LOG_INFO, "sm: node key %s; Kontalk key accounts log in with SASL EXTERNAL",
-           k->fpr);
+    kt_log(KT_LOG_INFO, "sm: node key %s; Kontalk key accounts log in with SASL EXTERNAL", k->fpr);
     return 0;
 }
 

@@ -62,6 +62,18 @@ void sm_send(struct sm *sm, struct kt_stanza *st)
     kt_router_dispatch(sm->core->router, st);
 }
 
+void sm_send_presence(struct sm *sm, const char *type, const char *from, const char *to)
+{
+    struct kt_xml *p = kt_xml_new("presence", KT_NS_CLIENT);
+    if (type)
+        kt_xml_set_attr(p, "type", type);
+    kt_xml_set_attr(p, "from", from);
+    kt_xml_set_attr(p, "to", to);
+    struct kt_stanza *st = kt_stanza_new(p);
+    sm_send(sm, st);
+    kt_stanza_unref(&st);
+}
+
 /* Stored bytes back into a stanza: one element after a synthetic header. */
 struct parse_ctx {
     struct kt_xml *el;

@@ -42,8 +42,8 @@ static void disco_reply(struct sm *sm, struct kt_stanza *st, const struct sm_ser
                         bool info)
 {
     struct kt_stanza *reply = kt_stanza_iq_result(st);
-    struct kt_xml *q = kt_xml_add_child(kt_stanza_xml_mut(reply), "query",
-                                        info ? NS_DISCO_INFO : NS_DISCO_ITEMS);
+    struct kt_xml *q =
+        kt_xml_add_child(kt_stanza_xml_mut(reply), "query", info ? NS_DISCO_INFO : NS_DISCO_ITEMS);
     if (info) {
         struct kt_xml *id = kt_xml_add_child(q, "identity", NS_DISCO_INFO);
         kt_xml_set_attr(id, "category", svc->category);
@@ -81,10 +81,8 @@ static enum kt_verdict service_in(struct kt_stanza *st, void *data)
 
 int sm_named_init(struct sm *sm)
 {
-    static const struct kt_match any = {
-        .kinds = KT_KIND_MESSAGE | KT_KIND_PRESENCE | KT_KIND_IQ};
-    if (kt_hook_add(sm->core->router, KT_HOOK_LOCAL, &any, SM_PRIO_SERVICES, service_in, sm) <
-        0) {
+    static const struct kt_match any = {.kinds = KT_KIND_MESSAGE | KT_KIND_PRESENCE | KT_KIND_IQ};
+    if (kt_hook_add(sm->core->router, KT_HOOK_LOCAL, &any, SM_PRIO_SERVICES, service_in, sm) < 0) {
         kt_log(KT_LOG_ERROR, "sm: cannot register the named services handler");
         return -1;
     }

@@ -87,8 +87,7 @@ static enum kt_verdict pubkey_iq(struct kt_stanza *st, void *data)
         if (kt_stanza_type(st) != KT_TYPE_GET)
             kt_router_bounce(sm->core->router, st, KT_SE_NOT_ALLOWED, NULL);
         else if (!node)
-            kt_router_bounce(sm->core->router, st, KT_SE_ITEM_NOT_FOUND,
-                             "This server has no key.");
+            kt_router_bounce(sm->core->router, st, KT_SE_ITEM_NOT_FOUND, "This server has no key.");
         else
             reply_key(sm, st, node->raw, node->raw_len);
         return KT_HANDLED;
@@ -124,8 +123,8 @@ static bool has_our_pubkey(const struct kt_xml *root, const char *fpr, const cha
     const struct kt_xml *key = kt_xml_child(pk, "key", NS_PUBKEY);
     char *ptext = print ? kt_xml_text(print) : NULL;
     char *ktext = key ? kt_xml_text(key) : NULL;
-    bool ours = ptext && strcmp(ptext, fpr) == 0 &&
-                (key_b64 ? ktext && strcmp(ktext, key_b64) == 0 : !key);
+    bool ours =
+        ptext && strcmp(ptext, fpr) == 0 && (key_b64 ? ktext && strcmp(ktext, key_b64) == 0 : !key);
     free(ptext);
     free(ktext);
     return ours;
@@ -184,10 +183,8 @@ static enum kt_verdict presence_out(struct kt_stanza *st, void *data)
 
 int sm_pubkey_init(struct sm *sm)
 {
-    static const struct kt_match iq = {.kinds = KT_KIND_IQ,
-                                       .types = KT_TYPE_GET | KT_TYPE_SET,
-                                       .ns = NS_PUBKEY,
-                                       .name = "pubkey"};
+    static const struct kt_match iq = {
+        .kinds = KT_KIND_IQ, .types = KT_TYPE_GET | KT_TYPE_SET, .ns = NS_PUBKEY, .name = "pubkey"};
     static const struct kt_match presence = {.kinds = KT_KIND_PRESENCE};
     if (kt_hook_add(sm->core->router, KT_HOOK_LOCAL, &iq, 0, pubkey_iq, sm) < 0 ||
         kt_hook_add(sm->core->router, KT_HOOK_IN, &presence, SM_PRIO_PUBKEY, presence_out, sm) <

@@ -52,7 +52,7 @@
 #define FORM_CODE "http://kontalk.org/protocol/register#code"
 #define FORM_KEY "http://kontalk.org/protocol/register#key"
 #define FORM_PRIVATEKEY "http://kontalk.org/protocol/register#privatekey"
-#define CODE_ATTEMPTS 3        /* wrong codes before the pending code is dropped */
+#define CODE_ATTEMPTS 3 /* wrong codes before the pending code is dropped */
 #define COMMAND_TIMEOUT_MS 30000
 
 static const char *const providers[] = {"off", "dummy", "command", NULL};
@@ -296,8 +296,9 @@ static struct kt_stanza *instructions(struct sm *sm, struct kt_stanza *iq)
 {
     struct kt_xml *x;
     struct kt_stanza *reply =
-        form_result(iq, "Please supply a valid phone number. A verification code will be sent "
-                        "to it.",
+        form_result(iq,
+                    "Please supply a valid phone number. A verification code will be sent "
+                    "to it.",
                     FORM_PHONE, &x);
     add_text(x, "title", NS_DATA, "Registration");
     kt_xml_add_child(add_field(x, "phone", "text-single", "Phone number", NULL), "required",
@@ -307,8 +308,7 @@ static struct kt_stanza *instructions(struct sm *sm, struct kt_stanza *iq)
     struct kt_xml *ch = add_field(x, "challenge", "list-single", "Challenge type", "pin");
     add_text(kt_xml_add_child(ch, "option", NS_DATA), "value", NS_DATA, "pin");
     if (*sm->conf->reg.terms_url) {
-        kt_xml_add_child(add_field(x, "accept-terms", "boolean", "Accept the service terms",
-                                   NULL),
+        kt_xml_add_child(add_field(x, "accept-terms", "boolean", "Accept the service terms", NULL),
                          "required", NS_DATA);
         add_field(x, "terms", "hidden", NULL, sm->conf->reg.terms_url);
     }
@@ -489,7 +489,8 @@ static struct kt_stanza *code_submit(struct sm *sm, struct kt_db *db, struct kt_
         goto out;
     }
     if (submitted_key(sm, x, who, &ring, &len) < 0) {
-        reply = error(iq, KT_SE_BAD_REQUEST, "No public key: present it in the client certificate.");
+        reply =
+            error(iq, KT_SE_BAD_REQUEST, "No public key: present it in the client certificate.");
         goto out;
     }
     enum sm_key_check r = sm_keys_check(sm, ring, len, false, &key, &local, &uid);
@@ -554,8 +555,8 @@ static struct kt_stanza *privatekey_fetch(struct sm *sm, struct kt_db *db, struc
     }
     reply = kt_stanza_iq_result(iq);
     struct kt_xml *q = kt_xml_add_child(kt_stanza_xml_mut(reply), "query", NS_REGISTER);
-    struct kt_xml *out = kt_xml_add_child(kt_xml_add_child(q, "account", NS_ACCOUNT),
-                                          "privatekey", NS_ACCOUNT);
+    struct kt_xml *out =
+        kt_xml_add_child(kt_xml_add_child(q, "account", NS_ACCOUNT), "privatekey", NS_ACCOUNT);
     char *priv = kt_base64_encode((const unsigned char *)kt_db_value(res, 0, 0), res->lens[0]);
     add_text(out, "private", NS_ACCOUNT, priv);
     free(priv);
@@ -650,8 +651,8 @@ static struct kt_stanza *rollover(struct sm *sm, struct kt_db *db, struct kt_sta
         long n = kt_base64_decode(pub, ring, cap);
         len = n > 0 ? (size_t)n : 0;
     }
-    enum sm_key_check r = len ? sm_keys_check(sm, ring, len, false, &key, &local, &uid)
-                              : SM_KEY_UNPARSABLE;
+    enum sm_key_check r =
+        len ? sm_keys_check(sm, ring, len, false, &key, &local, &uid) : SM_KEY_UNPARSABLE;
     if (r != SM_KEY_OK) {
         reply = error(iq, KT_SE_BAD_REQUEST, sm_key_check_text(r));
         goto out;
@@ -696,8 +697,8 @@ static struct kt_stanza *privatekey_park(struct sm *sm, struct kt_db *db, struct
     struct kt_db_param p[3] = {KT_DB_P_STR(token), KT_DB_P_STR(user),
                                KT_DB_P_BLOB(data, (size_t)n)};
     if (kt_db_exec(db, "DELETE FROM privatekeys WHERE localpart = ?", &p[1], 1, NULL, NULL) < 0 ||
-        kt_db_exec(db, "INSERT INTO privatekeys (token, localpart, keydata) VALUES (?, ?, ?)", p,
-                   3, NULL, NULL) < 0)
+        kt_db_exec(db, "INSERT INTO privatekeys (token, localpart, keydata) VALUES (?, ?, ?)", p, 3,
+                   NULL, NULL) < 0)
         goto out;
     struct kt_xml *x2;
     reply = form_result(iq, NULL, FORM_PRIVATEKEY, &x2);

@@ -397,18 +397,6 @@ static void push(struct sm *sm, const struct kt_jid *owner, const struct item *i
 }
 
 /* A presence of type `type` from -> to, routed. */
-static void send_presence(struct sm *sm, const char *type, const char *from, const char *to)
-{
-    struct kt_xml *p = kt_xml_new("presence", KT_NS_CLIENT);
-    if (type)
-        kt_xml_set_attr(p, "type", type);
-    kt_xml_set_attr(p, "from", from);
-    kt_xml_set_attr(p, "to", to);
-    struct kt_stanza *st = kt_stanza_new(p);
-    sm_send(sm, st);
-    kt_stanza_unref(&st);
-}
-
 /* Each available resource's presence (or unavailable from each) to contact. */
 static void presence_to_contact(struct sm *sm, const struct kt_jid *owner, const char *contact,
                                 bool unavailable)
@@ -418,7 +406,7 @@ static void presence_to_contact(struct sm *sm, const struct kt_jid *owner, const
     struct kt_jid *to = kt_jid_parse(contact);
     for (unsigned i = 0; i < n; i++) {
         if (to && unavailable) {
-            send_presence(sm, "unavailable", kt_stanza_from(pres[i])->full, contact);
+            sm_send_presence(sm, "unavailable", kt_stanza_from(pres[i])->full, contact);
         } else if (to) {
             struct kt_stanza *copy = kt_stanza_copy(pres[i]);
             kt_stanza_set_to(copy, to);
@@ -769,7 +757,7 @@ static void job_done(void *data)
     const char *owner_bare = j->owner->bare, *contact = j->it.contact;
     if (j->err) {
         if (j->op == OP_IN && j->unknown_owner && j->type == KT_TYPE_SUBSCRIBE)
-            send_presence(sm, "unsubscribed", owner_bare, contact); /* §3.1.3: no such user */
+            sm_send_presence(sm, "unsubscribed", owner_bare, contact); /* §3.1.3: no such user */
         else if (j->op == OP_SET || j->op == OP_REMOVE)
             kt_router_bounce(sm->core->router, j->st, j->err, NULL);
         job_free(j);
@@ -781,9 +769,9 @@ static void job_done(void *data)
         push(sm, j->owner, &j->it, j->push_remove || j->op == OP_REMOVE, j->ver);
     if (j->op == OP_REMOVE) {
         if (j->it.sub & SUB_FROM || j->it.pending_in)
-            send_presence(sm, "unsubscribed", owner_bare, contact);
+            sm_send_presence(sm, "unsubscribed", owner_bare, contact);
         if (j->it.sub & SUB_TO || j->it.ask)
-            send_presence(sm, "unsubscribe", owner_bare, contact);
+            sm_send_presence(sm, "unsubscribe", owner_bare, contact);
     }
     if (j->route) {
         /* §3.1.2: stamped with the bare JID, and routed as addressed. */
@@ -793,7 +781,7 @@ static void job_done(void *data)
         kt_stanza_unref(&out);
     }
     if (j->auto_subscribed)
-        send_presence(sm, "subscribed", owner_bare, contact);
+        sm_send_presence(sm, "subscribed", owner_bare, contact);
     if (j->deliver)
         deliver_to_available(sm, j->owner, j->st);
     if (j->send_presence)

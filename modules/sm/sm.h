@@ -121,6 +121,8 @@ bool sm_is_local(const struct sm *sm, const struct kt_jid *jid);
 bool sm_to_server(const struct sm *sm, const struct kt_stanza *st);
 /* Sends st through the router (a reply built by a part). Takes no reference. */
 void sm_send(struct sm *sm, struct kt_stanza *st);
+/* Sends <presence type=type from=from to=to/> (type NULL: available). */
+void sm_send_presence(struct sm *sm, const char *type, const char *from, const char *to);
 /* The job queue for database work about the user `local`: jobs for one user
  * run one at a time, in submission order (a set then a get, stored messages
  * then their delivery). */

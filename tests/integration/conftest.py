@@ -186,3 +186,24 @@ def shared_node(mariadb, certs, tmp_path_factory, label, sm=None):
 def c2s_node(binaries, mariadb, certs, tmp_path_factory):
     """One started node with the default c2s settings, shared by a test module."""
     yield from shared_node(mariadb, certs, tmp_path_factory, "c2s")
+
+
+# -- Kontalk key accounts --------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory):
+    """A private GnuPG home (kt.kontalk.GnuPG) for a test module's keys."""
+    from kt.kontalk import GnuPG
+    gpg = GnuPG(tmp_path_factory.mktemp("gnupg"))
+    yield gpg
+    gpg.close()
+
+
+@pytest.fixture(scope="module")
+def node_key(keys, tmp_path_factory):
+    """(fingerprint, path): a node key GnuPG made, exported as sm.key wants it."""
+    fpr = keys.generate("kontalkd test node <node@localhost>", algo="ed25519")
+    path = os.path.join(str(tmp_path_factory.mktemp("nodekey")), "node.key")
+    with open(path, "wb") as f:
+        f.write(keys.export_secret(fpr, armor=True))
+    return fpr, path

@@ -11,29 +11,12 @@ import shutil
 import pytest
 
 from conftest import shared_node
-from kt.kontalk import GnuPG, KeyUser
+from kt.kontalk import KeyUser
 from kt.xmpp import NS_SASL, client_for, q, show, stanza_error_condition
 
 NS_PUBKEY = "urn:xmpp:pubkey:2"
 
 pytestmark = pytest.mark.skipif(shutil.which("gpg") is None, reason="GnuPG (gnupg) missing")
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory):
-    """A GnuPG home holding the node key and the users' keys."""
-    gpg = GnuPG(tmp_path_factory.mktemp("gnupg"))
-    yield gpg
-    gpg.close()
-
-
-@pytest.fixture(scope="module")
-def node_key(keys, tmp_path_factory):
-    fpr = keys.generate("kontalkd test node <node@localhost>", algo="ed25519")
-    path = os.path.join(str(tmp_path_factory.mktemp("nodekey")), "node.key")
-    with open(path, "wb") as f:
-        f.write(keys.export_secret(fpr, armor=True))
-    return fpr, path
 
 
 @pytest.fixture(scope="module")

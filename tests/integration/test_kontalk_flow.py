@@ -6,7 +6,6 @@ key injected, block and unblock, go inactive (CSI), and get a push wake-up at a 
 receiver while offline."""
 
 import base64
-import os
 import shutil
 
 import pytest
@@ -14,7 +13,7 @@ import pytest
 from conftest import shared_node
 from kt.http_receiver import Receiver
 from kt.im import expect_message, no_message
-from kt.kontalk import GnuPG, KeyUser, phone_local
+from kt.kontalk import KeyUser, phone_local
 from kt.xmpp import NS_CLIENT, Client, q, show, stanza_error_condition
 
 NS_REGISTER = "jabber:iq:register"
@@ -35,26 +34,10 @@ pytestmark = pytest.mark.skipif(shutil.which("gpg") is None, reason="GnuPG (gnup
 
 
 @pytest.fixture(scope="module")
-def keys(tmp_path_factory):
-    gpg = GnuPG(tmp_path_factory.mktemp("gnupg"))
-    yield gpg
-    gpg.close()
-
-
-@pytest.fixture(scope="module")
 def receiver():
     r = Receiver()
     yield r
     r.close()
-
-
-@pytest.fixture(scope="module")
-def node_key(keys, tmp_path_factory):
-    fpr = keys.generate("kontalkd test node <node@localhost>", algo="rsa2048")
-    path = os.path.join(str(tmp_path_factory.mktemp("nodekey")), "node.key")
-    with open(path, "wb") as f:
-        f.write(keys.export_secret(fpr, armor=True))
-    return fpr, path
 
 
 @pytest.fixture(scope="module")

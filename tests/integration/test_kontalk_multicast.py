@@ -9,7 +9,7 @@ import time
 import pytest
 
 from conftest import shared_node
-from kt.im import expect_message, message, no_message, online
+from kt.im import expect_message, no_message, online
 from kt.xmpp import NS_CLIENT, q, show, stanza_error_condition
 
 NS_ADDRESS = "http://jabber.org/protocol/address"

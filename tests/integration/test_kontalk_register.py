@@ -5,15 +5,14 @@ refusals (bad number, wrong code, duplicate, throttling), key rollover with revo
 private-key parking with a one-time token."""
 
 import base64
-import os
 import shutil
 import stat
 
 import pytest
 
 from conftest import check_sanitizer_reports, setup_c2s
-from kt.kontalk import GnuPG, KeyUser, phone_local
-from kt.xmpp import NS_SASL, Client, q, show, stanza_error_condition
+from kt.kontalk import KeyUser, phone_local
+from kt.xmpp import Client, q, show, stanza_error_condition
 
 NS_REGISTER = "jabber:iq:register"
 NS_DATA = "jabber:x:data"
@@ -21,22 +20,6 @@ NS_ACCOUNT = "http://kontalk.org/protocol/register#account"
 FORM_CODE = "http://kontalk.org/protocol/register#code"
 
 pytestmark = pytest.mark.skipif(shutil.which("gpg") is None, reason="GnuPG (gnupg) missing")
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory):
-    gpg = GnuPG(tmp_path_factory.mktemp("gnupg"))
-    yield gpg
-    gpg.close()
-
-
-@pytest.fixture(scope="module")
-def node_key(keys, tmp_path_factory):
-    fpr = keys.generate("kontalkd test node <node@localhost>", algo="ed25519")
-    path = os.path.join(str(tmp_path_factory.mktemp("nodekey")), "node.key")
-    with open(path, "wb") as f:
-        f.write(keys.export_secret(fpr, armor=True))
-    return fpr, path
 
 
 @pytest.fixture

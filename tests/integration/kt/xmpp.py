@@ -543,7 +543,10 @@ class Client:
     def login_external(self, resource="test", to=None, bind=True):
         """Connect, TLS with the client certificate, EXTERNAL, restart, bind."""
         self.start(to)
-        result = self.auth_external()
+        return self._logged_in(self.auth_external(), resource, to, bind)
+
+    def _logged_in(self, result, resource, to, bind):
+        """After a SASL exchange ended with result: restart and bind; the new features."""
         if result.tag != q(NS_SASL, "success"):
             raise ProtocolError("authentication failed: %s" % show(result))
         feats = self.restart(to)
@@ -577,13 +580,7 @@ class Client:
               bind=True):
         """Connect, TLS, authenticate, restart, bind; returns the features after SASL."""
         self.start(to)
-        result = self.auth(mechanism, user, password)
-        if result.tag != q(NS_SASL, "success"):
-            raise ProtocolError("authentication failed: %s" % show(result))
-        feats = self.restart(to)
-        if bind:
-            self.bind(resource)
-        return feats
+        return self._logged_in(self.auth(mechanism, user, password), resource, to, bind)
 
     # -- stanzas ---------------------------------------------------------------
 
