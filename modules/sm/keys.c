@@ -346,8 +346,10 @@ int sm_keys_store(struct kt_db *db, const char *local, const struct kt_pgp_key *
 }
 
 /* §2.2 step (3): may `key` replace what is stored for `local`? 1 yes,
- * 0 no, -1 database error. */
-static int may_replace(struct kt_db *db, const char *local, const struct kt_pgp_key *key)
+ * 0 no, -1 database error. *same_r: exactly this keyring is stored already
+ * (the usual login: nothing to write). */
+static int may_replace(struct kt_db *db, const char *local, const struct kt_pgp_key *key,
+                       bool *same_r)
 {
     struct kt_db_param p = KT_DB_P_STR(local);
     struct kt_db_result *res = NULL;
@@ -361,6 +363,9 @@ static int may_replace(struct kt_db *db, const char *local, const struct kt_pgp_
         return -1;
     kt_pgp_fpr_hex(key->primary.fpr, fpr);
     const char *stored = res->nrows ? kt_db_value(res, 0, 0) : NULL;
+    const char *stored_ring = res->nrows ? kt_db_value(res, 0, 1) : NULL;
+    *same_r = stored && strcmp(stored, fpr) == 0 && stored_ring &&
+              res->lens[1] == key->raw_len && memcmp(stored_ring, key->raw, key->raw_len) == 0;
     if (!stored || strcmp(stored, fpr) == 0) {
         ok = 1;
     } else {
@@ -419,7 +424,8 @@ static char *external_auth(struct kt_db *db, X509 *cert, STACK_OF(X509) * chain,
             goto refuse;
         }
     }
-    int may = may_replace(db, local, key);
+    bool same = false;
+    int may = may_replace(db, local, key, &same);
     if (may <= 0) {
         if (may == 0)
             kt_log(KT_LOG_INFO,
@@ -428,10 +434,14 @@ static char *external_auth(struct kt_db *db, X509 *cert, STACK_OF(X509) * chain,
                    local);
         goto refuse;
     }
-    if (sm_keys_store(db, local, key) < 0) {
+    if (!same && sm_keys_store(db, local, key) < 0) {
         kt_log(KT_LOG_WARN, "sm: cannot store the key of %s: %s", local, kt_db_error(db));
         goto refuse;
     }
+    struct kt_db_param p = KT_DB_P_STR(local);
+    if (kt_db_exec(db, "UPDATE users SET last_login = NOW() WHERE localpart = ?", &p, 1, NULL,
+                   NULL) < 0)
+        kt_log(KT_LOG_WARN, "sm: cannot record the login of %s: %s", local, kt_db_error(db));
     sm_keys_remember(sm, local, key);
     kt_pgp_key_free(&key);
     return local;

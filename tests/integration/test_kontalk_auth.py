@@ -65,6 +65,9 @@ def test_external_login_with_bridge_certificate(keys, certdir, knode, node_key):
         jid = c.bind("phone")
         assert jid == "%s@%s/phone" % (u.local, knode.jid_domain)
     assert scalar(knode, "SELECT fingerprint FROM users WHERE localpart = '%s'" % u.local) == u.fpr
+    # The login is recorded (account expiry counts from it).
+    assert scalar(knode, "SELECT last_login > NOW() - INTERVAL 1 MINUTE FROM users "
+                  "WHERE localpart = '%s'" % u.local) == "1"
     # The stored keyring is the certified one.
     ring = scalar(knode, "SELECT HEX(keyring) FROM pubkeys WHERE localpart = '%s'" % u.local)
     assert keys.show(bytes.fromhex(ring)) == [u.fpr]
