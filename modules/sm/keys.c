@@ -242,7 +242,11 @@ int sm_keys_from_cert(struct sm *sm, X509 *cert, uint8_t **ring_r, size_t *len_r
     if (!bits)
         return -1;
     int n = ASN1_STRING_length(bits);
-    *ring_r = kt_malloc(n > 0 ? (size_t)n : 1);
+    if (n <= 0) { /* an empty keyring is no key */
+        ASN1_BIT_STRING_free(bits);
+        return -1;
+    }
+    *ring_r = kt_malloc((size_t)n);
     memcpy(*ring_r, ASN1_STRING_get0_data(bits), (size_t)n);
     *len_r = (size_t)n;
     ASN1_BIT_STRING_free(bits);

@@ -11,6 +11,7 @@ import shutil
 import pytest
 
 from conftest import shared_node
+from kt.im import presence_where
 from kt.kontalk import KeyUser
 from kt.xmpp import NS_SASL, client_for, q, show, stanza_error_condition
 
@@ -174,7 +175,8 @@ def test_presence_print_and_subscribe_key(keys, certdir, knode, node_key):
         # the client is replaced.
         ca.send("<presence type='subscribe' to='%s'><pubkey xmlns='%s'><key>Zm9v</key>"
                 "<print>%s</print></pubkey></presence>" % (b_jid, NS_PUBKEY, "0" * 40))
-        sub = cb.expect(q("jabber:client", "presence"))
+        a_jid = "%s@%s" % (a.local, knode.jid_domain)
+        sub = presence_where(cb, lambda e: e.get("from", "").startswith(a_jid))
         assert sub.get("type") == "subscribe", show(sub)
         pks = sub.findall(q(NS_PUBKEY, "pubkey"))
         assert len(pks) == 1, show(sub)
@@ -182,7 +184,7 @@ def test_presence_print_and_subscribe_key(keys, certdir, knode, node_key):
         assert keys.show(base64.b64decode(pks[0].find(q(NS_PUBKEY, "key")).text)) == [a.fpr]
         # Directed available presence carries the print only.
         ca.send("<presence to='%s'/>" % b_jid)
-        p = cb.expect(q("jabber:client", "presence"))
+        p = presence_where(cb, lambda e: e.get("from", "").startswith(a_jid + "/"))
         pk = p.find(q(NS_PUBKEY, "pubkey"))
         assert pk is not None and pk.find(q(NS_PUBKEY, "print")).text == a.fpr, show(p)
         assert pk.find(q(NS_PUBKEY, "key")) is None

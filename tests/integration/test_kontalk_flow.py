@@ -12,7 +12,7 @@ import pytest
 
 from conftest import shared_node
 from kt.http_receiver import Receiver
-from kt.im import expect_message, no_message
+from kt.im import expect_message, no_message, presence_where
 from kt.kontalk import KeyUser, phone_local
 from kt.xmpp import NS_CLIENT, Client, q, show, stanza_error_condition
 
@@ -89,15 +89,6 @@ def connect(knode, user, resource):
     assert c.iq("get", "<query xmlns='jabber:iq:roster'/>", to="").get("type") == "result"
     c.send("<presence><status/></presence>")
     return c
-
-
-def presence_where(c, pred, timeout=5):
-    """The first presence c receives that satisfies pred (roster pushes and other presences
-    on the way are skipped)."""
-    while True:
-        e = c.next(timeout)
-        if e.tag == q(NS_CLIENT, "presence") and pred(e):
-            return e
 
 
 def test_kontalk_client_flow(knode, keys, tmp_path, node_key, receiver):

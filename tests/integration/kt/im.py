@@ -37,3 +37,12 @@ def no_message(c, duration=0.6):
     """Fails if c receives a <message/> within duration seconds."""
     got = [e for e in c.quiet(duration) if e.tag == q("jabber:client", "message")]
     assert not got, "unexpected: %s" % show(got[0])
+
+
+def presence_where(c, pred, timeout=5):
+    """The first presence c receives that satisfies pred (other stanzas on the way, such as
+    roster pushes or the client's own presence, are skipped)."""
+    while True:
+        e = c.next(timeout)
+        if e.tag == q("jabber:client", "presence") and pred(e):
+            return e
