@@ -13,7 +13,9 @@
  * no key stored yet, the same key, or a newer key (created later) than the
  * stored one, or the stored one is no longer valid. The account row and its
  * keyring are then written, and the user's fingerprint and keyring are
- * remembered in memory for pubkey.c (presence <print/>, subscribe <key/>).
+ * remembered in memory for pubkey.c (presence <print/>, subscribe <key/>)
+ * until the user's last available resource leaves (sm_keys_forget), so
+ * this memory follows the users online, not all users ever seen.
  *
  * Everything here that touches OpenPGP or the database runs on workers. */
 #include "config.h"
@@ -97,6 +99,25 @@ void sm_keys_remember(struct sm *sm, const char *local, const struct kt_pgp_key 
     u->keyring = kt_malloc(key->raw_len);
     memcpy(u->keyring, key->raw, key->raw_len);
     u->keyring_len = key->raw_len;
+    pthread_mutex_unlock(&k->lock);
+}
+
+void sm_keys_forget(struct sm *sm, const char *local)
+{
+    struct sm_keys *k = sm->keys;
+    if (!k || !k->node)
+        return;
+    pthread_mutex_lock(&k->lock);
+    for (struct known_user **pu = &k->known[bucket_of(local)]; *pu; pu = &(*pu)->next) {
+        struct known_user *u = *pu;
+        if (strcmp(u->local, local) == 0) {
+            *pu = u->next;
+            free(u->local);
+            free(u->keyring);
+            free(u);
+            break;
+        }
+    }
     pthread_mutex_unlock(&k->lock);
 }
 

@@ -178,6 +178,7 @@ static enum kt_verdict broadcast_in(struct kt_stanza *st, void *data)
         } else {
             sm_userinfo_logout(sm, from);
             sm_roster_forget(sm, from->local);
+            sm_keys_forget(sm, from->local);
         }
     }
     struct broadcast *b = kt_new(struct broadcast);

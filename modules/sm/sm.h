@@ -285,6 +285,8 @@ int sm_keys_store(struct kt_db *db, const char *local, const struct kt_pgp_key *
  * (if keyring_r) a copy of the keyring. False if nothing. Any thread. */
 bool sm_keys_known(struct sm *sm, const char *local, char fpr_r[41], uint8_t **keyring_r,
                    size_t *len_r);
+/* Drops what sm_keys_known knows of local (its last resource left). */
+void sm_keys_forget(struct sm *sm, const char *local);
 int sm_network_init(struct sm *sm);   /* network@: serverlist command */
 /* probe.c: probe@ (roster match) and the lookup engine behind it: which of
  * some localparts are users of the network, and their home node. */
