@@ -135,6 +135,8 @@ static void *worker_main(void *arg)
         pthread_mutex_unlock(&w->lock);
 
         j->run(self->db, j->data);
+        /* Before done() is posted: whoever sees the last done() sees 0. */
+        atomic_fetch_sub(&w->pending, 1);
 
         /* done() is posted (or run) before the jobq's next job enters the
          * pool, so the done() calls of a jobq happen in order as well. */
@@ -153,7 +155,6 @@ static void *worker_main(void *arg)
         pthread_mutex_lock(&w->lock);
         if (q)
             jobq_next(w, q);
-        atomic_fetch_sub(&w->pending, 1);
     }
     pthread_mutex_unlock(&w->lock);
     return NULL;
