@@ -116,7 +116,8 @@ static enum kt_verdict carbons_sent(struct kt_stanza *st, void *data)
 {
     struct sm *sm = data;
     const struct kt_jid *from = kt_stanza_from(st), *to = kt_stanza_to(st);
-    if (!local_user(sm, from) || !from->resource || !to || !eligible(st))
+    if (!local_user(sm, from) || !from->resource || !to || !eligible(st) ||
+        sm_multicast_copy(st))
         return KT_PASS;
     if (to->local && kt_jid_bare_equal(to, from))
         return KT_PASS; /* to oneself: the receiving side copies it */

@@ -173,6 +173,16 @@ static void release_original(void *data)
 }
 
 /* One copy per distinct target, in header order, without the header. */
+/* The copy being dispatched on this thread (dispatch runs the IN stage on
+ * the caller's thread): carbons.c sends no 'sent' carbon of it, since the
+ * sender's other devices got one of the message to multicast@ already. */
+static _Thread_local const struct kt_stanza *fanning_out;
+
+bool sm_multicast_copy(const struct kt_stanza *st)
+{
+    return st && st == fanning_out;
+}
+
 static unsigned fan_out(struct sm *sm, struct kt_stanza *st, struct target *t, unsigned n)
 {
     struct kt_stanza *tmpl = kt_stanza_copy(st);
@@ -187,7 +197,9 @@ static unsigned fan_out(struct sm *sm, struct kt_stanza *st, struct target *t, u
         struct kt_stanza *copy = kt_stanza_copy(tmpl);
         kt_stanza_set_to(copy, t[i].jid);
         kt_stanza_on_release(copy, release_original, kt_stanza_ref(st));
+        fanning_out = copy;
         sm_send(sm, copy);
+        fanning_out = NULL;
         kt_stanza_unref(&copy);
         sent++;
     }

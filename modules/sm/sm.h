@@ -327,6 +327,9 @@ void sm_probe_set_remote(struct sm *sm, const struct sm_probe_remote *remote);
 void sm_probe_remote_answer(struct sm_probe_query *q, const struct sm_probe_hit *hits, unsigned n,
                             bool complete);
 int sm_multicast_init(struct sm *sm); /* multicast@: XEP-0033 fan-out */
+/* Whether st is a copy multicast@ is dispatching on this thread (carbons.c
+ * copies the message to the service, not each copy). */
+bool sm_multicast_copy(const struct kt_stanza *st);
 int sm_push_init(struct sm *sm);      /* push@: registrations and wake-ups */
 void sm_push_start(struct sm *sm);
 void sm_push_stop(struct sm *sm);

@@ -112,6 +112,25 @@ def test_message_to_two_recipients(mc_node):
         no_message(a)  # no error, and no copy of its own
 
 
+def test_sender_devices_get_one_sent_carbon(mc_node):
+    """XEP-0280: the sender's other resource gets a 'sent' carbon of the message to
+    multicast@, and none of each copy the service makes."""
+    with online(mc_node, "alice") as a, online(mc_node, "alice", "tablet") as a2, \
+            online(mc_node, "bob") as b, online(mc_node, "carol") as c:
+        r = a2.iq("set", "<enable xmlns='urn:xmpp:carbons:2'/>", to="")
+        assert r.get("type") == "result", show(r)
+        time.sleep(0.3)
+        a.send(multicast_message(mc_node, "g9", "to the group", addresses(
+            ("to", jid(mc_node, "bob")), ("to", jid(mc_node, "carol")))))
+        expect_message(b, "g9")
+        expect_message(c, "g9")
+        sent = [e for e in a2.quiet(1.0) if e.tag == q(NS_CLIENT, "message")]
+        assert len(sent) == 1, [show(e) for e in sent]
+        fwd = sent[0].find("{urn:xmpp:carbons:2}sent/{urn:xmpp:forward:0}forwarded/"
+                           "{%s}message" % NS_CLIENT)
+        assert fwd is not None and fwd.get("to") == service(mc_node), show(sent[0])
+
+
 def test_cc_bcc_duplicates_and_delivered(mc_node):
     """cc and bcc are delivered like to; one copy per JID; delivered='true' is skipped and
     the other address types name nobody."""
