@@ -438,12 +438,13 @@ static char *external_auth(struct kt_db *db, X509 *cert, STACK_OF(X509) * chain,
         goto refuse;
     }
     if (authzid && *authzid) {
+        /* The localpart itself, or local@network / local@host. */
         struct kt_jid *z = kt_jid_parse(authzid);
-        bool same = z && !z->resource &&
-                    ((z->local && strcmp(z->local, local) == 0 && sm_is_local(sm, z)) ||
-                     (!z->local && strcmp(authzid, local) == 0));
+        bool named = strcmp(authzid, local) == 0 ||
+                     (z && z->local && !z->resource && strcmp(z->local, local) == 0 &&
+                      sm_is_local(sm, z));
         kt_jid_free(&z);
-        if (!same && strcmp(authzid, local) != 0) {
+        if (!named) {
             kt_log(KT_LOG_INFO, "sm: EXTERNAL refused for %s: authzid %s is another account", local,
                    authzid);
             goto refuse;

@@ -74,6 +74,21 @@ def test_external_login_with_bridge_certificate(keys, certdir, knode, node_key):
     assert keys.show(bytes.fromhex(ring)) == [u.fpr]
 
 
+def test_external_authzid(keys, certdir, knode, node_key):
+    """An authzid may name the certificate's own account (localpart, @network or @host), no
+    other."""
+    local = "9" * 40
+    u = user(keys, certdir, knode, node_key, local)
+    for authzid, ok in ((local, True), ("%s@%s" % (local, knode.jid_domain), True),
+                        ("%s@%s" % (local, knode.host), True),
+                        ("%s@%s" % ("0" * 40, knode.jid_domain), False),
+                        ("%s@elsewhere.example" % local, False)):
+        with key_client(knode, u) as c:
+            c.start()
+            result = c.auth_external(authzid)
+            assert (result.tag == q(NS_SASL, "success")) == ok, (authzid, show(result))
+
+
 def test_external_with_host_domain_uid(keys, certdir, knode, node_key):
     """A UID naming the node's host (generation 2 clients) is the same account."""
     local = "1" * 40
