@@ -173,3 +173,16 @@ long kt_base64_decode(const char *s, unsigned char *out, size_t outlen)
     }
     return (long)dec;
 }
+
+unsigned char *kt_base64_decode_new(const char *s, size_t *len_r)
+{
+    size_t cap = (s ? strlen(s) : 0) / 4 * 3 + 1;
+    unsigned char *buf = kt_malloc(cap);
+    long n = kt_base64_decode(s, buf, cap);
+    if (n < 0) {
+        free(buf);
+        return NULL;
+    }
+    *len_r = (size_t)n;
+    return buf;
+}

@@ -243,26 +243,22 @@ struct kt_xml *kt_xml_child(const struct kt_xml *el, const char *name, const cha
     return NULL;
 }
 
+/* The first element node from c on (skipping text nodes), or NULL. */
+static struct kt_xml *element_from(struct kt_xml *c)
+{
+    while (c && !c->name)
+        c = c->next;
+    return c;
+}
+
 struct kt_xml *kt_xml_first_element(const struct kt_xml *el)
 {
-    if (!el)
-        return NULL;
-    for (struct kt_xml *c = el->children; c; c = c->next) {
-        if (c->name)
-            return c;
-    }
-    return NULL;
+    return el ? element_from(el->children) : NULL;
 }
 
 struct kt_xml *kt_xml_next_element(const struct kt_xml *el)
 {
-    if (!el)
-        return NULL;
-    for (struct kt_xml *c = el->next; c; c = c->next) {
-        if (c->name)
-            return c;
-    }
-    return NULL;
+    return el ? element_from(el->next) : NULL;
 }
 
 bool kt_xml_only_children_in(const struct kt_xml *el, const char *ns)

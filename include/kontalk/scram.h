@@ -36,5 +36,7 @@ KT_API int kt_scram_generate(enum kt_scram_hash hash, const char *password, size
  * returns the byte count or -1 on invalid input. */
 KT_API char *kt_base64_encode(const unsigned char *data, size_t len);
 KT_API long kt_base64_decode(const char *s, unsigned char *out, size_t outlen);
+/* Decodes s into a new buffer of *len_r bytes; NULL if s is not base64. */
+KT_API unsigned char *kt_base64_decode_new(const char *s, size_t *len_r);
 
 #endif

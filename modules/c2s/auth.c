@@ -256,14 +256,10 @@ static void auth_job_done(void *data)
 {
     struct auth_job *job = data;
     struct c2s_conn *cc = job->cc;
-    bool gone = cc->gone;
-    c2s_job_finished(cc); /* frees cc if it closed meanwhile */
-    if (gone) {
+    if (!c2s_job_finished(cc)) {
         auth_job_free(job);
         return;
     }
-    cc->state = C2S_OPEN;
-    kt_conn_pause(cc->conn, false);
     struct c2s_sasl *s = cc->sasl;
     if (job->db_error) {
         fail(cc, C2S_SASL_FAIL_TEMPORARY_AUTH_FAILURE);
@@ -295,9 +291,7 @@ static void auth_job_done(void *data)
 static void submit(struct c2s_conn *cc, struct auth_job *job)
 {
     job->cc = cc;
-    cc->job_pending = true;
-    cc->state = C2S_AUTH_WAIT;
-    kt_conn_pause(cc->conn, true);
+    c2s_job_wait(cc);
     kt_job_submit(cc->c2s->core->workers, NULL, auth_job_run, auth_job_done, job);
 }
 

@@ -88,7 +88,7 @@ enum c2s_state {
     C2S_OPENING,   /* waiting for the client's stream header */
     C2S_OPEN,      /* header exchanged: TLS, SASL, bind or stanzas per the flags */
     C2S_TLS,       /* STARTTLS handshake running */
-    C2S_AUTH_WAIT, /* a SASL job runs on a worker; input paused */
+    C2S_AUTH_WAIT, /* a job holds the connection (SASL, registration, takeover); input paused */
     C2S_CLOSING,   /* stream error or close sent */
 };
 
@@ -145,7 +145,12 @@ void c2s_write_xml(struct c2s_conn *cc, const struct kt_xml *el);
 void c2s_write_str(struct c2s_conn *cc, const char *s);
 void c2s_send_features(struct c2s_conn *cc);
 void c2s_authenticated(struct c2s_conn *cc, struct kt_jid *user);
-void c2s_job_finished(struct c2s_conn *cc); /* frees cc if its connection is gone */
+/* A worker job (or another loop) now holds cc: reading from the client
+ * waits, so the stream stays in order, until c2s_job_finished. */
+void c2s_job_wait(struct c2s_conn *cc);
+/* The job is back. False if the connection closed meanwhile (cc is freed
+ * then); otherwise reading resumes and the caller goes on with cc. */
+bool c2s_job_finished(struct c2s_conn *cc);
 bool c2s_conn_dead(struct c2s_conn *cc);
 /* Frees the XML parser of the loop's streams quiet for `idle_ms`; returns
  * how many. */

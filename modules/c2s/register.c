@@ -43,11 +43,7 @@ static void register_done(void *data)
 {
     struct register_job *job = data;
     struct c2s_conn *cc = job->cc;
-    bool gone = cc->gone;
-    c2s_job_finished(cc); /* frees cc if it closed meanwhile */
-    if (!gone) {
-        cc->state = C2S_OPEN;
-        kt_conn_pause(cc->conn, false);
+    if (c2s_job_finished(cc)) {
         if (!job->reply)
             job->reply = kt_stanza_error_reply(job->iq, KT_SE_SERVICE_UNAVAILABLE, NULL);
         if (job->reply) {
@@ -78,9 +74,7 @@ bool c2s_register_iq(struct c2s_conn *cc, struct kt_xml *el)
     job->who.ip = cc->ip;
     job->who.cert = SSL_get1_peer_certificate(kt_conn_ssl(cc->conn));
     job->who.domain = cc->stream_from;
-    cc->job_pending = true;
-    cc->state = C2S_AUTH_WAIT;
-    kt_conn_pause(cc->conn, true);
+    c2s_job_wait(cc);
     kt_job_submit(cc->c2s->core->workers, NULL, register_run, register_done, job);
     return true;
 }

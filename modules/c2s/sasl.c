@@ -186,16 +186,8 @@ enum c2s_sasl_fail c2s_sasl_decode(const char *text, unsigned char **data_r, siz
     }
     if (tlen > (C2S_SASL_MAX_MSG + 2) / 3 * 4)
         return C2S_SASL_FAIL_MALFORMED_REQUEST;
-    size_t cap = tlen / 4 * 3 + 1;
-    unsigned char *buf = kt_malloc(cap);
-    long n = kt_base64_decode(text, buf, cap);
-    if (n < 0) {
-        free(buf);
-        return C2S_SASL_FAIL_INCORRECT_ENCODING;
-    }
-    *data_r = buf;
-    *len_r = (size_t)n;
-    return C2S_SASL_OK;
+    *data_r = kt_base64_decode_new(text, len_r);
+    return *data_r ? C2S_SASL_OK : C2S_SASL_FAIL_INCORRECT_ENCODING;
 }
 
 /* ---- SCRAM ---- */

@@ -570,13 +570,8 @@ static void takeover_done(struct kt_loop *loop, void *data)
     (void)loop;
     struct takeover *t = data;
     struct c2s_conn *cc = t->cc;
-    bool gone = cc->gone;
-    c2s_job_finished(cc);
-    if (!gone) {
-        cc->state = C2S_OPEN;
-        kt_conn_pause(cc->conn, false);
+    if (c2s_job_finished(cc))
         resume(cc, t->previd, t->h, false);
-    }
     free(t);
 }
 
@@ -616,9 +611,7 @@ static void resume(struct c2s_conn *cc, const char *previd, uint32_t h, bool may
         t->cc = cc;
         snprintf(t->previd, sizeof(t->previd), "%s", previd);
         t->h = h;
-        cc->job_pending = true;
-        cc->state = C2S_AUTH_WAIT;
-        kt_conn_pause(cc->conn, true);
+        c2s_job_wait(cc);
         kt_loop_post(c2s->core->loops[live_loop], takeover_on_old_loop, t);
         return;
     }

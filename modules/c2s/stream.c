@@ -352,11 +352,23 @@ static void conn_closed(struct kt_conn *c, enum kt_conn_end why, void *ud)
         conn_free(cc);
 }
 
-void c2s_job_finished(struct c2s_conn *cc)
+void c2s_job_wait(struct c2s_conn *cc)
+{
+    cc->job_pending = true;
+    cc->state = C2S_AUTH_WAIT;
+    kt_conn_pause(cc->conn, true);
+}
+
+bool c2s_job_finished(struct c2s_conn *cc)
 {
     cc->job_pending = false;
-    if (cc->gone)
+    if (cc->gone) {
         conn_free(cc);
+        return false;
+    }
+    cc->state = C2S_OPEN;
+    kt_conn_pause(cc->conn, false);
+    return true;
 }
 
 /* --- stream header --- */

@@ -41,6 +41,23 @@ static enum kt_verdict check_request(struct sm *sm, struct kt_stanza *st, bool *
     return KT_PASS;
 }
 
+struct kt_xml *sm_disco_info_query(struct kt_stanza *reply, const char *category,
+                                   const char *type, const char *name)
+{
+    struct kt_xml *q = kt_xml_add_child(kt_stanza_xml_mut(reply), "query", NS_DISCO_INFO);
+    struct kt_xml *id = kt_xml_add_child(q, "identity", NS_DISCO_INFO);
+    kt_xml_set_attr(id, "category", category);
+    kt_xml_set_attr(id, "type", type);
+    if (name)
+        kt_xml_set_attr(id, "name", name);
+    return q;
+}
+
+void sm_disco_feature(struct kt_xml *query, const char *var)
+{
+    kt_xml_set_attr(kt_xml_add_child(query, "feature", NS_DISCO_INFO), "var", var);
+}
+
 static enum kt_verdict disco_info(struct kt_stanza *st, void *data)
 {
     struct sm *sm = data;
@@ -50,13 +67,9 @@ static enum kt_verdict disco_info(struct kt_stanza *st, void *data)
     if (!mine)
         return KT_PASS;
     struct kt_stanza *reply = kt_stanza_iq_result(st);
-    struct kt_xml *q = kt_xml_add_child(kt_stanza_xml_mut(reply), "query", NS_DISCO_INFO);
-    struct kt_xml *id = kt_xml_add_child(q, "identity", NS_DISCO_INFO);
-    kt_xml_set_attr(id, "category", "server");
-    kt_xml_set_attr(id, "type", "im");
-    kt_xml_set_attr(id, "name", "kontalkd");
+    struct kt_xml *q = sm_disco_info_query(reply, "server", "im", "kontalkd");
     for (unsigned i = 0; i < sm->nfeatures; i++)
-        kt_xml_set_attr(kt_xml_add_child(q, "feature", NS_DISCO_INFO), "var", sm->features[i]);
+        sm_disco_feature(q, sm->features[i]);
     kt_stanza_touch(reply);
     sm_send(sm, reply);
     kt_stanza_unref(&reply);

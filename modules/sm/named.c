@@ -42,16 +42,13 @@ static void disco_reply(struct sm *sm, struct kt_stanza *st, const struct sm_ser
                         bool info)
 {
     struct kt_stanza *reply = kt_stanza_iq_result(st);
-    struct kt_xml *q =
-        kt_xml_add_child(kt_stanza_xml_mut(reply), "query", info ? NS_DISCO_INFO : NS_DISCO_ITEMS);
     if (info) {
-        struct kt_xml *id = kt_xml_add_child(q, "identity", NS_DISCO_INFO);
-        kt_xml_set_attr(id, "category", svc->category);
-        kt_xml_set_attr(id, "type", svc->type);
-        kt_xml_set_attr(id, "name", svc->label);
-        kt_xml_set_attr(kt_xml_add_child(q, "feature", NS_DISCO_INFO), "var", NS_DISCO_INFO);
+        struct kt_xml *q = sm_disco_info_query(reply, svc->category, svc->type, svc->label);
+        sm_disco_feature(q, NS_DISCO_INFO);
         for (const char *const *f = svc->features; f && *f; f++)
-            kt_xml_set_attr(kt_xml_add_child(q, "feature", NS_DISCO_INFO), "var", *f);
+            sm_disco_feature(q, *f);
+    } else {
+        kt_xml_add_child(kt_stanza_xml_mut(reply), "query", NS_DISCO_ITEMS);
     }
     kt_stanza_touch(reply);
     sm_send(sm, reply);

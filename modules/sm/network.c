@@ -160,22 +160,19 @@ static void disco_in(struct sm *sm, struct kt_stanza *st, const struct kt_xml *q
         return;
     }
     struct kt_stanza *reply = kt_stanza_iq_result(st);
-    struct kt_xml *q = kt_xml_add_child(kt_stanza_xml_mut(reply), "query",
-                                        info ? NS_DISCO_INFO : NS_DISCO_ITEMS);
-    kt_xml_set_attr(q, "node", node);
+    struct kt_xml *q;
     if (info) {
-        struct kt_xml *id = kt_xml_add_child(q, "identity", NS_DISCO_INFO);
-        kt_xml_set_attr(id, "category", "automation");
-        kt_xml_set_attr(id, "type", "command-node");
-        kt_xml_set_attr(id, "name", CMD_LABEL);
-        kt_xml_set_attr(kt_xml_add_child(q, "feature", NS_DISCO_INFO), "var", NS_COMMANDS);
-        kt_xml_set_attr(kt_xml_add_child(q, "feature", NS_DISCO_INFO), "var", NS_DATA);
+        q = sm_disco_info_query(reply, "automation", "command-node", CMD_LABEL);
+        sm_disco_feature(q, NS_COMMANDS);
+        sm_disco_feature(q, NS_DATA);
     } else {
+        q = kt_xml_add_child(kt_stanza_xml_mut(reply), "query", NS_DISCO_ITEMS);
         struct kt_xml *item = kt_xml_add_child(q, "item", NS_DISCO_ITEMS);
         kt_xml_set_attr(item, "jid", kt_stanza_to(st)->bare); /* the address the client used */
         kt_xml_set_attr(item, "node", CMD_SERVERLIST);
         kt_xml_set_attr(item, "name", CMD_LABEL);
     }
+    kt_xml_set_attr(q, "node", node);
     kt_stanza_touch(reply);
     sm_send(sm, reply);
     kt_stanza_unref(&reply);

@@ -192,6 +192,9 @@ int sm_pubkey_init(struct sm *sm)
         kt_log(KT_LOG_ERROR, "sm: cannot register the public key handlers");
         return -1;
     }
-    sm_feature_add(sm, NS_PUBKEY);
+    /* Without a node key there are no key accounts: the handler still
+     * answers (item-not-found), but the node does not claim the feature. */
+    if (sm_keys_node(sm))
+        sm_feature_add(sm, NS_PUBKEY);
     return 0;
 }

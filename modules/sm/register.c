@@ -3,8 +3,9 @@
  *
  * Before authentication (c2s hands these iqs to register_preauth on a
  * worker, kt_core_set_register):
- *   get, empty query        -> the form: phone, challenge (pin), force,
- *                              fallback [, accept-terms and terms]
+ *   get, empty query        -> the form: phone, challenge (pin), force
+ *                              [, accept-terms and terms]; no `fallback`:
+ *                              there is no second provider to fall back to
  *   set, FORM_TYPE jabber:iq:register: phone submission -> E.164 check,
  *                              duplicate check, throttling (IP, number,
  *                              prefix), a code through the provider
@@ -153,9 +154,7 @@ static struct kt_stanza *error(struct kt_stanza *iq, enum kt_stanza_err err, con
 static struct kt_stanza *error_wait(struct kt_stanza *iq, const char *text)
 {
     struct kt_stanza *reply = kt_stanza_error_reply(iq, KT_SE_SERVICE_UNAVAILABLE, text);
-    struct kt_xml *e = kt_xml_first_element(kt_stanza_xml_mut(reply));
-    while (e && strcmp(e->name, "error") != 0)
-        e = kt_xml_next_element(e);
+    struct kt_xml *e = kt_xml_child(kt_stanza_xml_mut(reply), "error", NULL);
     if (e) {
         kt_xml_set_attr(e, "type", "wait");
         kt_stanza_touch(reply);
@@ -304,7 +303,6 @@ static struct kt_stanza *instructions(struct sm *sm, struct kt_stanza *iq)
     kt_xml_add_child(add_field(x, "phone", "text-single", "Phone number", NULL), "required",
                      NS_DATA);
     add_field(x, "force", "boolean", "Force registration", NULL);
-    add_field(x, "fallback", "boolean", "Fallback verification", NULL);
     struct kt_xml *ch = add_field(x, "challenge", "list-single", "Challenge type", "pin");
     add_text(kt_xml_add_child(ch, "option", NS_DATA), "value", NS_DATA, "pin");
     if (*sm->conf->reg.terms_url) {
@@ -430,19 +428,13 @@ static int submitted_key(struct sm *sm, const struct kt_xml *x, const struct kt_
     if (who->cert)
         return sm_keys_from_cert(sm, who->cert, ring_r, len_r);
     char *b64 = form_value(x, "publickey");
-    if (!b64)
-        return -1;
-    size_t cap = strlen(b64) * 3 / 4 + 3;
-    *ring_r = kt_malloc(cap);
-    long n = kt_base64_decode(b64, *ring_r, cap);
+    *ring_r = b64 ? kt_base64_decode_new(b64, len_r) : NULL;
     free(b64);
-    if (n <= 0) {
+    if (*ring_r && *len_r == 0) {
         free(*ring_r);
         *ring_r = NULL;
-        return -1;
     }
-    *len_r = (size_t)n;
-    return 0;
+    return *ring_r ? 0 : -1;
 }
 
 /* Certifies UID uid of key, replaces local's account with it, and returns
@@ -630,10 +622,9 @@ static struct kt_stanza *rollover(struct sm *sm, struct kt_db *db, struct kt_sta
     const char *stored = res->nrows ? kt_db_value(res, 0, 0) : NULL;
     if (stored) {
         bool good = false;
-        size_t cap = rev ? strlen(rev) * 3 / 4 + 3 : 0;
-        uint8_t *buf = rev ? kt_malloc(cap) : NULL;
-        long n = rev ? kt_base64_decode(rev, buf, cap) : -1;
-        if (n > 0 && kt_pgp_key_parse(buf, (size_t)n, &old) == KT_PGP_OK) {
+        size_t n = 0;
+        uint8_t *buf = rev ? kt_base64_decode_new(rev, &n) : NULL;
+        if (buf && kt_pgp_key_parse(buf, n, &old) == KT_PGP_OK) {
             char fpr[41];
             kt_pgp_key_verify(old);
             kt_pgp_fpr_hex(old->primary.fpr, fpr);
@@ -645,14 +636,9 @@ static struct kt_stanza *rollover(struct sm *sm, struct kt_db *db, struct kt_sta
             goto out;
         }
     }
-    if (pub) {
-        size_t cap = strlen(pub) * 3 / 4 + 3;
-        ring = kt_malloc(cap);
-        long n = kt_base64_decode(pub, ring, cap);
-        len = n > 0 ? (size_t)n : 0;
-    }
+    ring = pub ? kt_base64_decode_new(pub, &len) : NULL;
     enum sm_key_check r =
-        len ? sm_keys_check(sm, ring, len, false, &key, &local, &uid) : SM_KEY_UNPARSABLE;
+        ring ? sm_keys_check(sm, ring, len, false, &key, &local, &uid) : SM_KEY_UNPARSABLE;
     if (r != SM_KEY_OK) {
         reply = error(iq, KT_SE_BAD_REQUEST, sm_key_check_text(r));
         goto out;
@@ -680,22 +666,21 @@ static struct kt_stanza *privatekey_park(struct sm *sm, struct kt_db *db, struct
 {
     char *b64 = form_value(x, "privatekey"), token[41];
     struct kt_stanza *reply = NULL;
-    size_t cap = b64 ? strlen(b64) * 3 / 4 + 3 : 0;
-    uint8_t *data = NULL;
-    long n = -1;
+    size_t n = 0;
+    /* The stanza size limit bounds what is decoded here. */
+    uint8_t *data = b64 ? kt_base64_decode_new(b64, &n) : NULL;
 
-    if (b64 && cap <= (size_t)sm->conf->reg.privatekey_max + 3) {
-        data = kt_malloc(cap);
-        n = kt_base64_decode(b64, data, cap);
+    if (!data || n == 0) {
+        reply = error(iq, KT_SE_BAD_REQUEST, "Bad private key data.");
+        goto out;
     }
-    if (n <= 0 || n > sm->conf->reg.privatekey_max) {
-        reply = error(iq, b64 && n > 0 ? KT_SE_NOT_ACCEPTABLE : KT_SE_BAD_REQUEST,
-                      "Bad private key data.");
+    if (n > (size_t)sm->conf->reg.privatekey_max) {
+        reply = error(iq, KT_SE_NOT_ACCEPTABLE, "The private key is too large.");
         goto out;
     }
     random_digits(token, 40);
     struct kt_db_param p[3] = {KT_DB_P_STR(token), KT_DB_P_STR(user),
-                               KT_DB_P_BLOB(data, (size_t)n)};
+                               KT_DB_P_BLOB(data, n)};
     if (kt_db_exec(db, "DELETE FROM privatekeys WHERE localpart = ?", &p[1], 1, NULL, NULL) < 0 ||
         kt_db_exec(db, "INSERT INTO privatekeys (token, localpart, keydata) VALUES (?, ?, ?)", p, 3,
                    NULL, NULL) < 0)
@@ -708,7 +693,7 @@ out:
     if (!reply)
         reply = error(iq, KT_SE_INTERNAL_SERVER_ERROR, NULL);
     if (data)
-        OPENSSL_cleanse(data, cap);
+        OPENSSL_cleanse(data, n);
     free(data);
     free(b64);
     return reply;

@@ -112,6 +112,11 @@ const struct sm_service *sm_service_of(const struct sm *sm, const struct kt_jid 
 /* Named services' hook runs after blocking's, before every other part. */
 #define SM_PRIO_SERVICES 500
 
+/* disco.c: a disco#info <query/> in reply with one identity (name may be
+ * NULL); add features with sm_disco_feature. */
+struct kt_xml *sm_disco_info_query(struct kt_stanza *reply, const char *category,
+                                   const char *type, const char *name);
+void sm_disco_feature(struct kt_xml *query, const char *var);
 /* Registers a disco#info feature of the node (a static string). Init only. */
 void sm_feature_add(struct sm *sm, const char *var);
 /* Whether jid's domain is this node's host or the network domain. */

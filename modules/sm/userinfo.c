@@ -76,12 +76,9 @@ static void info_done(void *data)
         struct kt_xml *q = kt_xml_add_child(root, "query", NS_LAST);
         kt_xml_set_attr(q, "seconds", secs);
     } else {
-        struct kt_xml *q = kt_xml_add_child(root, "query", NS_DISCO_INFO);
-        struct kt_xml *id = kt_xml_add_child(q, "identity", NS_DISCO_INFO);
-        kt_xml_set_attr(id, "category", "account");
-        kt_xml_set_attr(id, "type", "registered");
-        kt_xml_set_attr(kt_xml_add_child(q, "feature", NS_DISCO_INFO), "var", NS_DISCO_INFO);
-        kt_xml_set_attr(kt_xml_add_child(q, "feature", NS_DISCO_INFO), "var", NS_LAST);
+        struct kt_xml *q = sm_disco_info_query(r, "account", "registered", NULL);
+        sm_disco_feature(q, NS_DISCO_INFO);
+        sm_disco_feature(q, NS_LAST);
     }
     kt_stanza_touch(r);
     sm_send(sm, r);

@@ -156,6 +156,16 @@ def pubkey_of(c, to):
     return c.iq("get", "<pubkey xmlns='%s'/>" % NS_PUBKEY, to=to)
 
 
+def test_node_disco_lists_key_features(keys, certdir, knode, node_key):
+    """With a node key, the node claims public keys and (authenticated) registration."""
+    u = user(keys, certdir, knode, node_key, "5" * 39 + "a")
+    with key_client(knode, u) as c:
+        c.login_external()
+        r = c.iq("get", "<query xmlns='http://jabber.org/protocol/disco#info'/>")
+        features = {f.get("var") for f in r.iter("{http://jabber.org/protocol/disco#info}feature")}
+        assert {NS_PUBKEY, "jabber:iq:register"} <= features, show(r)
+
+
 def test_pubkey_of_server_contact_and_self(keys, certdir, knode, node_key):
     a = user(keys, certdir, knode, node_key, "3" * 40)
     b = user(keys, certdir, knode, node_key, "4" * 40)

@@ -99,6 +99,7 @@ def test_register_then_login(reg_node, keys, tmp_path, node_key):
         assert r.get("type") == "result", show(r)
         f = fields(r)
         assert f["FORM_TYPE"] == NS_REGISTER and "phone" in f and f["challenge"] == "pin"
+        assert "fallback" not in f  # nothing to fall back to: not offered
         r = register_iq(c, "set", form(NS_REGISTER, phone="+1 (555) 521-5554", challenge="pin"))
         assert r.get("type") == "result", show(r)
         assert fields(r)["from"]
@@ -220,7 +221,7 @@ def test_rollover(reg_node, keys, tmp_path):
 
 
 def test_private_key_parking(reg_node, keys, tmp_path):
-    node = reg_node()
+    node = reg_node(privatekey_max=1024)
     user = registered(node, keys, tmp_path, "+15555215595")
     secret = b"client-encrypted private key \x00\x01\x02"
     with client(node, cert=user.files) as c:
@@ -230,6 +231,13 @@ def test_private_key_parking(reg_node, keys, tmp_path):
         assert r.get("type") == "result", show(r)
         token = fields(r)["token"]
         assert len(token) == 40 and token.isdigit()
+        # privatekey_max (the minimum, 1024 bytes here) and undecodable data.
+        r = register_iq(c, "set", form("http://kontalk.org/protocol/register#privatekey",
+                                       privatekey=base64.b64encode(b"k" * 1025).decode()))
+        assert error_of(r)[1] == "not-acceptable"
+        r = register_iq(c, "set", form("http://kontalk.org/protocol/register#privatekey",
+                                       privatekey="not base64!"))
+        assert error_of(r)[1] == "bad-request"
     fetch = ("<account xmlns='%s'><privatekey><token>%s</token></privatekey></account>"
              % (NS_ACCOUNT, token))
     with client(node) as c:
